@@ -1,0 +1,60 @@
+"""The ``distillwatch`` console script: one subcommand per module.
+
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file
+only wires them together, so the room for a change is the module named after the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("consumers.demo", "local broker + simulated campaign + detector + quality, end to end"),
+    "detect": ("consumers.detect", "the long-running consumer (all stages, or one with --stage)"),
+    "replay": ("consumers.replay", "run the detector over a JSONL file (or a historical topic range)"),
+    "simulate": ("consumers.sim.cli", "generate labelled traffic (benign personas + attack families)"),
+    "evaluate": ("consumers.evaluate.cli", "quality report of flags against ground-truth labels"),
+    "evaluate-standard": ("consumers.evaluate.standard", "simulate + replay + evaluate the standard scenarios"),
+    "diff": ("consumers.diff", "compare the flags of two runs (shadow comparison)"),
+    "schemas": ("consumers.contract.schemas", "write or check the JSON Schemas in schemas/"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distillwatch", description="Detect LLM distillation campaigns in a Kafka request stream.")
+    p.add_argument("--log-level", default=os.environ.get("DISTILLWATCH_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-format", choices=("json", "console"), default=os.environ.get("DISTILLWATCH_LOG_FORMAT", "json"))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("consumers"):
+                continue  # a command whose module is not part of this build
+            raise
+        sp = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().split("\n\n")[0])
+        mod.add_arguments(sp)
+        sp.set_defaults(_run=mod.run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from consumers import logs
+
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level, args.log_format)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # e.g. `distillwatch replay ... | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

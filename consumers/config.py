@@ -1,0 +1,51 @@
+"""Configuration: one pydantic-settings model, every field also read from ``DISTILLWATCH_<NAME>``.
+
+Command-line options override the environment, which overrides the defaults below. Secrets
+(``sasl_password``) are ``SecretStr`` so they never appear in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach the broker and which topics to use."""
+
+    model_config = SettingsConfigDict(env_prefix="DISTILLWATCH_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    requests_topic: str = "llm.requests"
+    flags_topic: str = "distillation.flags"
+    dlq_topic: str = "llm.requests.dlq"
+    internal_prefix: str = Field("distillwatch.", description="prefix of internal topics (changelogs, campaign stage)")
+    group_id: str = "distillwatch-detector"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    client_id: str = "distillwatch"
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings common to producers, consumers and the admin client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
+        return conf
+
+    def internal_topic(self, name: str) -> str:
+        return f"{self.internal_prefix}{name}"

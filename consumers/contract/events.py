@@ -1,0 +1,185 @@
+"""RequestEvent v1: one per API request, emitted by the gateway.
+
+Two implementations of one rule set:
+
+* :class:`RequestEvent` — the pydantic model. It is the reference: ``schemas/request_event.v1.json``
+  is generated from it, and analysts can use it to validate files.
+* :func:`parse_event` — the hot-path parser: ``orjson.loads`` plus plain type and range checks on a
+  dict, several times faster than the model (see ``bench/validation.py``). A property test
+  (``tests/unit/test_contract.py``) checks that both accept and reject the same inputs.
+
+Rules (CONTRACT.md): strict on required fields, types and ranges; unknown extra fields are
+ignored; unknown ``account_tier`` values are kept; unknown ``task_category`` values become
+``"other"``. Booleans are not integers and integers are not strings (no coercion), but an integer
+is accepted where a float is expected, as JSON does not distinguish ``1`` from ``1.0``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+TASK_CATEGORIES = frozenset(
+    {"coding", "agentic", "reasoning", "math", "writing", "analysis", "chat", "translation", "other"}
+)
+KNOWN_TIERS = ("free", "build", "scale", "enterprise")
+
+_SIMHASH_RE = re.compile(r"^[0-9a-fA-F]{16}$")
+_COUNTRY_RE = re.compile(r"^[A-Za-z]{2}$")
+
+#: Largest accepted integer (JSON readers in other languages lose precision beyond 2**63).
+MAX_INT = 2**63 - 1
+
+
+class InvalidEvent(ValueError):
+    """A message that is not a valid RequestEvent v1. ``reason`` is short and safe to log."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+NonNegInt = Annotated[int, Field(strict=True, ge=0, le=MAX_INT)]
+StrictStr = Annotated[str, Field(strict=True)]
+
+
+class RequestEvent(BaseModel):
+    """RequestEvent v1 (see ``shared/CONTRACT.md``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, title="RequestEvent v1")
+
+    schema_version: Literal[1]
+    event_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+    ts_ms: NonNegInt
+    account_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+    org_id: Annotated[str, Field(strict=True)] | None
+    api_key_id: Annotated[str, Field(strict=True)] | None
+    account_created_ms: NonNegInt
+    account_tier: Annotated[str, Field(strict=True, description="free, build, scale or enterprise; unknown values are kept")]
+    model: Annotated[str, Field(strict=True)]
+    input_tokens: NonNegInt
+    output_tokens: NonNegInt
+    latency_ms: NonNegInt
+    status: Annotated[int, Field(strict=True, ge=-MAX_INT, le=MAX_INT)]
+    client_ip_prefix: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+    asn: Annotated[int, Field(strict=True, ge=0, le=MAX_INT)] | None
+    country: Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z]{2}$")] | None
+    user_agent: Annotated[str, StringConstraints(strict=True, max_length=512)] | None
+    payment_fingerprint: Annotated[str, Field(strict=True)] | None
+    prompt_simhash: Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-fA-F]{16}$")]
+    task_category: Annotated[str, Field(strict=True, description="unknown values become 'other'")]
+    reasoning_elicitation: Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
+    tool_use: Annotated[bool, Field(strict=True)]
+    n_turns: Annotated[int, Field(strict=True, ge=1, le=MAX_INT)]
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _no_bool_version(cls, v: Any) -> Any:
+        if type(v) is bool:
+            raise ValueError("schema_version must be the integer 1")
+        return v
+
+    @field_validator("task_category")
+    @classmethod
+    def _known_category(cls, v: str) -> str:
+        return v if v in TASK_CATEGORIES else "other"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hot path
+# ---------------------------------------------------------------------------------------------
+
+_NULLABLE_STR = ("org_id", "api_key_id", "payment_fingerprint")
+_NONNEG_INT = ("ts_ms", "account_created_ms", "input_tokens", "output_tokens", "latency_ms")
+_PLAIN_STR = ("account_tier", "model", "task_category")
+
+
+def _int(v: Any) -> bool:
+    return type(v) is int and -MAX_INT <= v <= MAX_INT
+
+
+def validate_event(ev: Any) -> dict[str, Any]:
+    """Check a decoded JSON value against RequestEvent v1; return it (normalised) or raise.
+
+    The returned dict is the input dict itself, with ``task_category`` normalised; unknown
+    fields are left in place (and ignored by every consumer of the dict).
+    """
+    if type(ev) is not dict:
+        raise InvalidEvent("not a JSON object")
+    try:
+        if ev["schema_version"] != 1 or type(ev["schema_version"]) is not int:
+            raise InvalidEvent("schema_version: must be 1")
+        v = ev["event_id"]
+        if type(v) is not str or not 1 <= len(v) <= 64:
+            raise InvalidEvent("event_id: must be a string of 1-64 characters")
+        v = ev["account_id"]
+        if type(v) is not str or not 1 <= len(v) <= 128:
+            raise InvalidEvent("account_id: must be a string of 1-128 characters")
+        for k in _NONNEG_INT:
+            v = ev[k]
+            if type(v) is not int or not 0 <= v <= MAX_INT:
+                raise InvalidEvent(f"{k}: must be an integer >= 0")
+        for k in _NULLABLE_STR:
+            v = ev[k]
+            if v is not None and type(v) is not str:
+                raise InvalidEvent(f"{k}: must be a string or null")
+        for k in _PLAIN_STR:
+            if type(ev[k]) is not str:
+                raise InvalidEvent(f"{k}: must be a string")
+        if not _int(ev["status"]):
+            raise InvalidEvent("status: must be an integer")
+        v = ev["client_ip_prefix"]
+        if type(v) is not str or not 1 <= len(v) <= 64:
+            raise InvalidEvent("client_ip_prefix: must be a string of 1-64 characters")
+        v = ev["asn"]
+        if v is not None and (type(v) is not int or not 0 <= v <= MAX_INT):
+            raise InvalidEvent("asn: must be an integer >= 0 or null")
+        v = ev["country"]
+        if v is not None and (type(v) is not str or not _COUNTRY_RE.match(v)):
+            raise InvalidEvent("country: must be a 2-letter code or null")
+        v = ev["user_agent"]
+        if v is not None and (type(v) is not str or len(v) > 512):
+            raise InvalidEvent("user_agent: must be a string of at most 512 characters or null")
+        v = ev["prompt_simhash"]
+        if type(v) is not str or not _SIMHASH_RE.match(v):
+            raise InvalidEvent("prompt_simhash: must be 16 hex characters")
+        v = ev["reasoning_elicitation"]
+        tv = type(v)
+        if not ((tv is float and 0.0 <= v <= 1.0) or (tv is int and 0 <= v <= 1)):
+            raise InvalidEvent("reasoning_elicitation: must be a number in [0, 1]")
+        if type(ev["tool_use"]) is not bool:
+            raise InvalidEvent("tool_use: must be a boolean")
+        v = ev["n_turns"]
+        if type(v) is not int or not 1 <= v <= MAX_INT:
+            raise InvalidEvent("n_turns: must be an integer >= 1")
+    except KeyError as e:
+        raise InvalidEvent(f"{e.args[0]}: required field missing") from None
+    if ev["task_category"] not in TASK_CATEGORIES:
+        ev["task_category"] = "other"
+    return ev
+
+
+def parse_event(raw: bytes | str) -> dict[str, Any]:
+    """Decode and validate one RequestEvent v1 message; raise :class:`InvalidEvent` if bad.
+
+    >>> ev = parse_event(b'{"schema_version":1,"event_id":"e1","ts_ms":1,"account_id":"a",'
+    ...   b'"org_id":null,"api_key_id":null,"account_created_ms":0,"account_tier":"free",'
+    ...   b'"model":"m","input_tokens":1,"output_tokens":2,"latency_ms":3,"status":200,'
+    ...   b'"client_ip_prefix":"203.0.113.0/24","asn":null,"country":null,"user_agent":null,'
+    ...   b'"payment_fingerprint":null,"prompt_simhash":"00ff00ff00ff00ff","task_category":"poetry",'
+    ...   b'"reasoning_elicitation":0.5,"tool_use":false,"n_turns":1}')
+    >>> ev["task_category"]
+    'other'
+    >>> parse_event(b'{"schema_version":1}')
+    Traceback (most recent call last):
+    ...
+    consumers.contract.events.InvalidEvent: event_id: required field missing
+    """
+    try:
+        ev = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise InvalidEvent(f"not JSON: {str(e)[:120]}") from None
+    return validate_event(ev)

@@ -1,0 +1,312 @@
+"""Stage 1, the account stage: per-account behaviour, keyed by ``account_id``.
+
+Input: ``requests`` (RequestEvent v1 JSON). For each request it
+
+1. parses and validates it (:func:`consumers.contract.events.parse_event`); a bad message goes to
+   ``dlq`` unchanged with the reason in the ``dlq.error`` header, and the stream goes on;
+2. drops duplicate deliveries (same ``event_id`` among the account's recent ones);
+3. folds it into the account's :class:`~consumers.core.features.AccountState`;
+4. announces *fingerprints* the account has not announced before — client IP prefix, payment
+   instrument, client string, creation wave, prompt LSH keys — as ``observations`` keyed by the
+   fingerprint, so the campaign stage sees every account that shares one, whichever partition the
+   account lives on.
+
+Once per event-time *tick* (``tick_ms``) it scores every account that was active since the last
+tick with the :class:`~consumers.core.models.behaviour.BehaviourModel` and rule evidence, and
+sends the account's behaviour summary downstream (``observations`` keyed by account, relayed by
+the campaign stage to the policy stage) when it changed. Scoring per tick, not per event, keeps the
+model off the hot path and makes results independent of how records are batched.
+
+Changelog keys: ``a:<account>`` (account state), ``__model__`` (the model), ``__meta__``
+(watermark, next tick, first sighting of each model name).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from consumers.contract.events import InvalidEvent, parse_event
+from consumers.core.config import DAY_MS, HOUR_MS, DetectorConfig
+from consumers.core.features import FEATURE_NAMES, AccountState, prompt_key_str, prompt_keys
+from consumers.core.models.behaviour import BehaviourModel
+from consumers.core.stage import Record
+
+MODEL_KEY = b"__model__"
+META_KEY = b"__meta__"
+_ACCOUNT_PREFIX = b"a:"
+_MAX_IPS = 64
+_MAX_PROMPT_KEYS = 512
+_MAX_MODELS = 32
+
+
+def dlq_record(r: Record, reason: str) -> Record:
+    """The original message, unchanged, with the DLQ headers of the contract."""
+    return Record(
+        topic="dlq",
+        key=r.key,
+        value=r.value,
+        headers=[
+            ("dlq.error", reason.encode("utf-8", "replace")[:1000]),
+            ("dlq.topic", r.topic.encode()),
+            ("dlq.partition", str(r.partition).encode()),
+            ("dlq.offset", str(r.offset).encode()),
+        ],
+    )
+
+
+def _c01(x: float) -> float:
+    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
+
+
+def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[list[Any]]]:
+    """Per-account evidence in [0, 1] and its reasons ``[[code, value], ...]``.
+
+    A weighted sum of interpretable signals (THREATS.md): freshness, capability targeting,
+    reasoning elicitation, round-the-clock activity, volume, and the model's anomaly quantile.
+    None of them is damning alone; the policy enforces on behaviour alone only when a fresh
+    account also runs at heavy volume.
+    """
+    rate = st.rate_per_day()
+    fresh = st.freshness()
+    cap = st.capability_share()
+    el = st.elicitation()
+    rtc = st.round_the_clock() if st.n >= 24 else 0.0
+    vol = _c01((rate - 300.0) / 1200.0)
+    anom = _c01((quantile - 0.95) / 0.05)
+    cap_x = _c01((cap - 0.6) / 0.35)
+    el_x = _c01((el - 0.4) / 0.45)
+    rtc_x = _c01((rtc - 0.75) / 0.2)
+    score = _c01(0.30 * fresh + 0.15 * cap_x + 0.15 * el_x + 0.15 * rtc_x + 0.35 * vol + 0.15 * anom)
+    reasons: list[list[Any]] = []
+    if fresh >= 0.8:
+        reasons.append(["FRESH_ACCOUNT", round(st.age_days_at_first(), 2)])
+    if cap_x >= 0.5:
+        reasons.append(["CAPABILITY_CONCENTRATION", round(cap, 2)])
+    if el_x >= 0.5:
+        reasons.append(["REASONING_ELICITATION", round(el, 2)])
+    if rtc_x >= 0.5:
+        reasons.append(["ROUND_THE_CLOCK", round(rtc, 2)])
+    if vol >= 0.25:
+        reasons.append(["HIGH_VOLUME", round(rate, 1)])
+    if anom >= 0.5:
+        reasons.append(["BEHAVIOUR_ANOMALY", round(quantile, 4)])
+    return score, reasons
+
+
+class AccountProcessor:
+    """The account stage for one input partition (see the module docstring)."""
+
+    def __init__(self, cfg: DetectorConfig, partition: int = 0):
+        self.cfg = cfg
+        self.partition = partition
+        self.accounts: OrderedDict[str, AccountState] = OrderedDict()  # least recently active first
+        self.model = BehaviourModel(len(FEATURE_NAMES), seed=cfg.seed + partition, n_trees=cfg.hst_trees,
+                                    height=cfg.hst_height, window_size=cfg.hst_window)
+        self.watermark = 0
+        self.next_tick = 0
+        self.model_first: dict[str, int] = {}
+        self._changed: dict[str, None] = {}
+        self._tombstones: list[str] = []
+        self._model_dirty = False
+        self.counters = {"events": 0, "invalid": 0, "duplicates": 0, "evicted_ttl": 0,
+                         "evicted_cap": 0, "fingerprint_cap": 0}
+
+    # -- processing ------------------------------------------------------------------------------
+    def process(self, records: list[Record]) -> list[Record]:
+        out: list[Record] = []
+        cfg = self.cfg
+        accounts = self.accounts
+        for r in records:
+            try:
+                ev = parse_event(r.value)
+            except InvalidEvent as e:
+                self.counters["invalid"] += 1
+                out.append(dlq_record(r, e.reason))
+                continue
+            ts = ev["ts_ms"]
+            if ts >= self.next_tick:
+                if self.next_tick:
+                    self._tick(out)
+                self.next_tick = (ts // cfg.tick_ms + 1) * cfg.tick_ms
+            acct = ev["account_id"]
+            st = accounts.get(acct)
+            if st is None:
+                st = AccountState.new(ev["org_id"], ev["account_created_ms"], ts)
+                accounts[acct] = st
+                if len(accounts) > cfg.max_accounts_per_partition:
+                    self._evict_one("evicted_cap")
+                if st.freshness() > 0.0:
+                    wave = ev["account_created_ms"] // cfg.wave_bucket_ms
+                    self._announce(out, st, acct, f"wave:{wave}:{ev['user_agent'] or ''}", ts)
+                    # what is known from the first request: how fresh the account is
+                    self._send_behaviour(out, acct, st, *behaviour_evidence(st, 0.0), max(self.watermark, ts))
+            else:
+                eid = ev["event_id"]
+                if eid in st.recent_ids:
+                    self.counters["duplicates"] += 1
+                    continue
+                accounts.move_to_end(acct)
+            ids = st.recent_ids
+            ids.append(ev["event_id"])
+            if len(ids) > cfg.dedup_window:
+                del ids[0]
+            if ts > self.watermark:
+                self.watermark = ts
+            self.counters["events"] += 1
+            st.update(ev)
+            self._changed[acct] = None
+            self._fingerprints(out, st, acct, ev, ts)
+        return out
+
+    def _fingerprints(self, out: list[Record], st: AccountState, acct: str, ev: dict[str, Any], ts: int) -> None:
+        ip = ev["client_ip_prefix"]
+        if ip not in st.ips:
+            if len(st.ips) < _MAX_IPS:
+                st.ips[ip] = None
+            self._announce(out, st, acct, "ip:" + ip, ts)
+        pay = ev["payment_fingerprint"]
+        if pay is not None and ("pay:" + pay) not in st.fps:
+            self._announce(out, st, acct, "pay:" + pay, ts)
+        ua = ev["user_agent"]
+        if ua and ("ua:" + ua) not in st.fps:
+            self._announce(out, st, acct, "ua:" + ua, ts)
+        model = ev["model"]
+        if model not in st.models and len(st.models) < _MAX_MODELS:
+            st.models[model] = ts
+            if model not in self.model_first and len(self.model_first) < 10_000:
+                self.model_first[model] = ts
+        # prompts: announce a key the first time it repeats, or while the daily budget lasts
+        day = ts // DAY_MS
+        if day != st.day:
+            st.day = day
+            st.day_new = 0
+        pk = st.prompt_keys
+        reused = False
+        budget = st.day_new < self.cfg.new_prompt_keys_per_day
+        for k in prompt_keys(ev["prompt_simhash"]):
+            s = pk.get(k)
+            if s is None:
+                if budget:
+                    pk[k] = 2
+                    st.day_new += 1
+                    self._announce(out, st, acct, prompt_key_str(k), ts, prompt=True)
+                else:
+                    pk[k] = 1
+                if len(pk) > _MAX_PROMPT_KEYS:
+                    del pk[next(iter(pk))]
+            else:
+                reused = True
+                if s == 1:
+                    pk[k] = 2
+                    self._announce(out, st, acct, prompt_key_str(k), ts, prompt=True)
+        if reused:
+            st.reuse += 1
+
+    def _announce(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int,
+                  prompt: bool = False) -> None:
+        if not prompt:
+            if len(st.fps) >= self.cfg.max_fingerprints_per_account:
+                self.counters["fingerprint_cap"] += 1
+                return
+            st.fps[fp] = None
+        out.append(Record(
+            topic="observations",
+            key=fp.encode(),
+            value=orjson.dumps({"k": "fp", "f": fp, "a": acct, "o": st.org, "t": ts,
+                                "w": max(self.watermark, ts)}),
+        ))
+
+    def _tick(self, out: list[Record]) -> None:
+        """Score the accounts active since the last tick (sorted: order never depends on hashing)."""
+        cfg = self.cfg
+        wm = self.watermark
+        active = sorted(a for a in self._changed if (st := self.accounts.get(a)) is not None and st.dirty)
+        for acct in active:
+            st = self.accounts[acct]
+            st.dirty = False
+            if st.n < cfg.min_events_to_score:
+                continue
+            f = st.features()
+            q = self.model.quantile_one(f)
+            if (wm - st.created) >= cfg.learn_min_age_days * DAY_MS and wm >= st.next_learn:
+                self.model.learn_one(f)
+                self._model_dirty = True
+                st.next_learn = wm + cfg.learn_every_ms
+            self._send_behaviour(out, acct, st, *behaviour_evidence(st, q), wm)
+        self._expire(wm)
+
+    def _send_behaviour(self, out: list[Record], acct: str, st: AccountState, score: float,
+                        reasons: list[list[Any]], wm: int) -> None:
+        """Send the behaviour summary downstream when it changed (score in steps of 0.05)."""
+        st.beh = score
+        summary = [round(score * 20) / 20, [r[0] for r in reasons]]
+        if summary == st.sent:
+            return
+        st.sent = summary
+        out.append(Record(
+            topic="observations",
+            key=acct.encode(),
+            value=orjson.dumps({"k": "beh", "a": acct, "o": st.org, "b": score, "r": reasons,
+                                "w": wm, "ws": st.first, "n": st.n}),
+        ))
+
+    def _expire(self, wm: int) -> None:
+        ttl = self.cfg.account_ttl_ms
+        acc = self.accounts
+        while acc:
+            acct, st = next(iter(acc.items()))
+            if st.last + ttl > wm:
+                break
+            self._evict_one("evicted_ttl")
+
+    def _evict_one(self, counter: str) -> None:
+        acct, _ = self.accounts.popitem(last=False)
+        self._changed.pop(acct, None)
+        self._tombstones.append(acct)
+        self.counters[counter] += 1
+
+    # -- checkpointing ---------------------------------------------------------------------------
+    def take_changes(self) -> list[tuple[bytes, bytes | None]]:
+        out: list[tuple[bytes, bytes | None]] = [(_ACCOUNT_PREFIX + a.encode(), None) for a in self._tombstones]
+        for acct in self._changed:
+            st = self.accounts.get(acct)
+            if st is not None:
+                out.append((_ACCOUNT_PREFIX + acct.encode(), orjson.dumps(st.to_list())))
+        if self._model_dirty:
+            out.append((MODEL_KEY, self.model.dumps()))
+        out.append((META_KEY, orjson.dumps({"wm": self.watermark, "nt": self.next_tick,
+                                            "mf": self.model_first, "c": self.counters})))
+        self._tombstones = []
+        self._model_dirty = False
+        # accounts still dirty for the coming tick stay findable after a restore via st.dirty
+        self._changed = {a: None for a in self._changed if (s := self.accounts.get(a)) is not None and s.dirty}
+        return out
+
+    def restore(self, entries: Iterable[tuple[bytes, bytes | None]]) -> None:
+        latest: dict[bytes, bytes | None] = {}
+        for k, v in entries:
+            latest[k] = v
+        states: list[tuple[int, str, AccountState]] = []
+        for k, v in latest.items():
+            if v is None:
+                continue
+            if k == MODEL_KEY:
+                self.model = BehaviourModel.loads(v)
+            elif k == META_KEY:
+                m = orjson.loads(v)
+                self.watermark, self.next_tick, self.model_first = m["wm"], m["nt"], m["mf"]
+                self.counters.update(m.get("c", {}))
+            elif k.startswith(_ACCOUNT_PREFIX):
+                acct = k[len(_ACCOUNT_PREFIX):].decode()
+                st = AccountState.from_list(orjson.loads(v))
+                states.append((st.last, acct, st))
+        states.sort(key=lambda t: (t[0], t[1]))
+        self.accounts = OrderedDict((a, st) for _, a, st in states)
+        self._changed = {a: None for _, a, st in states if st.dirty}
+
+    def state_size(self) -> dict[str, int]:
+        return {"accounts": len(self.accounts)}

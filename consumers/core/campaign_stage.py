@@ -1,0 +1,381 @@
+"""Stage 2, the campaign stage: evidence across accounts, keyed by fingerprint.
+
+Input: ``observations`` from the account stage. Two kinds of message:
+
+* ``{"k": "fp", "f": fingerprint, "a": account, "o": org, ...}`` — an account shows a
+  fingerprint (client prefix ``ip:``, payment ``pay:``, client string ``ua:``, creation wave
+  ``wave:``, prompt LSH key ``p<i>:``). Keyed by the fingerprint, so every account that shares it
+  lands here, whichever account partition it came from.
+* ``{"k": "beh", "a": account, ...}`` — a behaviour summary, relayed unchanged to ``verdicts``
+  (so the policy stage sees one ordered stream per account; no feedback loop, no race).
+
+For each fingerprint the stage keeps a bounded *group*: its members and the distinct *units* they
+belong to — an organisation, or the account itself when it has none. A group is *shared
+evidence* once it spans ``link_min_units[kind]`` units: sharing inside one organisation is never
+evidence (enterprise templates, one company card). A group that spans more than
+``hot_units[kind]`` units is common infrastructure (a big cloud prefix, a popular SDK) and stops
+being evidence, so it can never merge everything into one campaign.
+
+An account linked by shared evidence of at least ``campaign_min_kinds`` kinds, one of them a
+prompt or payment link, is a *campaign member*; its groups are united (union-find) into a
+campaign whose id is the id of its oldest group, so ids are stable as the campaign grows. Once a
+campaign has ``campaign_min_size`` members, every member gets a verdict with the campaign id;
+when two campaigns merge, the members of the younger one get the older id.
+
+Output: ``verdicts`` keyed by account: ``{"k": "link", "a", "o", "kinds": {kind: units},
+"cid", "size", "w"}`` and the relayed ``beh`` messages.
+
+Changelog keys: ``g:<fingerprint>`` (group), ``m:<account>`` (account links), ``u:<group>``
+(union-find parent and campaign roots), ``__meta__``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from consumers.core.config import DetectorConfig
+from consumers.core.stage import Record
+
+META_KEY = b"__meta__"
+STRONG_KINDS = ("prompt", "pay")
+_MAX_COMPONENT_MEMBERS = 50_000
+
+
+def kind_of(fp: str) -> str:
+    k = fp[: fp.index(":")]
+    return "prompt" if k[0] == "p" and k != "pay" else k
+
+
+def campaign_id_for(root_fp: str) -> str:
+    return "cmp-" + hashlib.blake2b(root_fp.encode(), digest_size=6).hexdigest()
+
+
+class Group:
+    __slots__ = ("kind", "members", "units", "n_units", "first", "last", "state", "since")
+
+    def __init__(self, kind: str, ts: int):
+        self.kind = kind
+        self.members: dict[str, str] = {}   # account -> unit (bounded)
+        self.units: dict[str, int] = {}     # unit -> members (bounded with members)
+        self.n_units = 0                    # distinct units (approximate past the member cap)
+        self.first = ts
+        self.last = ts
+        self.state = 0                      # 0 plain, 1 shared evidence, 2 hot
+        self.since = 0                      # ts at which it became evidence
+
+    def to_list(self) -> list[Any]:
+        return [self.kind, self.members, self.n_units, self.first, self.last, self.state, self.since]
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> Group:
+        g = cls(v[0], v[3])
+        g.members, g.n_units, g.last, g.state, g.since = v[1], v[2], v[4], v[5], v[6]
+        for u in g.members.values():
+            g.units[u] = g.units.get(u, 0) + 1
+        return g
+
+
+class AccountLinks:
+    __slots__ = ("org", "links", "cid", "sent", "last", "joined")
+
+    def __init__(self, org: str | None, ts: int):
+        self.org = org
+        self.joined = 0                   # sequence number of joining a campaign (restore order)
+        self.links: dict[str, str] = {}  # evidence fingerprint -> kind
+        self.cid: str | None = None      # root fingerprint of its component, when a member
+        self.sent: list[Any] = []
+        self.last = ts
+
+    def to_list(self) -> list[Any]:
+        return [self.org, self.links, self.cid, self.sent, self.last, self.joined]
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> AccountLinks:
+        a = cls(v[0], v[4])
+        a.links, a.cid, a.sent, a.joined = v[1], v[2], v[3], v[5]
+        return a
+
+
+class CampaignProcessor:
+    """The campaign stage for one partition of the observations topic."""
+
+    def __init__(self, cfg: DetectorConfig, partition: int = 0):
+        self.cfg = cfg
+        self.partition = partition
+        self.groups: OrderedDict[str, Group] = OrderedDict()
+        self.accounts: OrderedDict[str, AccountLinks] = OrderedDict()
+        self.parent: dict[str, str] = {}            # union-find over evidence groups
+        self.roots: dict[str, list[Any]] = {}       # root fp -> [since, first fp ts, members dict]
+        self.watermark = 0
+        self.seq = 0                                # campaign joins so far
+        self._dirty_g: dict[str, None] = {}
+        self._dirty_a: dict[str, None] = {}
+        self._dirty_u: dict[str, None] = {}
+        self._tomb: list[bytes] = []
+        self.counters = {"observations": 0, "groups_evicted": 0, "hot_groups": 0, "member_cap": 0}
+
+    # -- processing ------------------------------------------------------------------------------
+    def process(self, records: list[Record]) -> list[Record]:
+        out: list[Record] = []
+        for r in records:
+            m = orjson.loads(r.value)
+            w = m.get("w", 0)
+            if w > self.watermark:
+                self.watermark = w
+            if m["k"] == "beh":
+                out.append(Record(topic="verdicts", key=r.key, value=r.value))
+                continue
+            self.counters["observations"] += 1
+            self._observe(out, m["f"], m["a"], m["o"], m["t"], w)
+        self._expire()
+        return out
+
+    def _observe(self, out: list[Record], fp: str, acct: str, org: str | None, ts: int, w: int) -> None:
+        cfg = self.cfg
+        g = self.groups.get(fp)
+        if g is None:
+            g = Group(kind_of(fp), ts)
+            self.groups[fp] = g
+            if len(self.groups) > cfg.max_fingerprints_per_partition:
+                self._evict_group()
+        else:
+            self.groups.move_to_end(fp)
+            if acct in g.members:
+                return
+        g.last = max(g.last, ts)
+        unit = org if org is not None else "a:" + acct
+        if len(g.members) < cfg.max_members_per_fingerprint:
+            g.members[acct] = unit
+            c = g.units.get(unit, 0)
+            g.units[unit] = c + 1
+            if c == 0:
+                g.n_units += 1
+        else:
+            self.counters["member_cap"] += 1
+            g.n_units += 1
+        self._dirty_g[fp] = None
+        a = self.accounts.get(acct)
+        if a is None:
+            a = AccountLinks(org, ts)
+            self.accounts[acct] = a
+        else:
+            self.accounts.move_to_end(acct)
+            a.last = max(a.last, ts)
+        kind = g.kind
+        if g.state == 0 and g.n_units >= cfg.link_min_units.get(kind, 4):
+            g.state = 1
+            g.since = ts
+            for member in sorted(g.members):
+                self._link(out, member, fp, kind, w)
+            if acct not in g.members:
+                self._link(out, acct, fp, kind, w)
+        elif g.state == 1 and g.n_units > cfg.hot_units.get(kind, 10**9):
+            g.state = 2
+            self.counters["hot_groups"] += 1
+            for member in sorted(g.members):
+                la = self.accounts.get(member)
+                if la is not None and la.links.pop(fp, None) is not None:
+                    self._dirty_a[member] = None
+                    self._evaluate(out, member, la, w)
+        elif g.state == 1:
+            self._link(out, acct, fp, kind, w)
+
+    def _link(self, out: list[Record], acct: str, fp: str, kind: str, w: int) -> None:
+        a = self.accounts.get(acct)
+        if a is None:
+            return
+        if fp not in a.links:
+            a.links[fp] = kind
+            self._dirty_a[acct] = None
+            self._evaluate(out, acct, a, w)
+
+    # -- union-find -----------------------------------------------------------------------------
+    def _find(self, fp: str) -> str:
+        p = self.parent.get(fp, fp)
+        if p == fp:
+            return fp
+        root = self._find(p)
+        if root != p:
+            self.parent[fp] = root
+            self._dirty_u[fp] = None
+        return root
+
+    def _age(self, fp: str) -> tuple[int, str]:
+        g = self.groups.get(fp)
+        r = self.roots.get(fp)
+        since = r[0] if r is not None else (g.since if g is not None else 0)
+        return (since, fp)
+
+    def _union(self, out: list[Record], a: str, b: str, w: int) -> str:
+        ra, rb = self._find(a), self._find(b)
+        if ra == rb:
+            return ra
+        old, young = (ra, rb) if self._age(ra) <= self._age(rb) else (rb, ra)
+        self.parent[young] = old
+        self._dirty_u[young] = None
+        self._dirty_u[old] = None
+        ro = self.roots.setdefault(old, [self._age(old)[0], {}])
+        ry = self.roots.pop(young, None)
+        if ry is not None:
+            self._tomb.append(b"u:" + young.encode())
+            was_active = len(ro[1]) >= self.cfg.campaign_min_size
+            for member in ry[1]:
+                if len(ro[1]) < _MAX_COMPONENT_MEMBERS:
+                    ro[1][member] = None
+            if len(ro[1]) >= self.cfg.campaign_min_size:
+                targets = ro[1] if not was_active else ry[1]
+                for member in sorted(targets):
+                    la = self.accounts.get(member)
+                    if la is not None:
+                        la.cid = old
+                        self._dirty_a[member] = None
+                        self._emit(out, member, la, w)
+        return old
+
+    # -- verdicts -------------------------------------------------------------------------------
+    def _kinds(self, a: AccountLinks) -> dict[str, int]:
+        kinds: dict[str, int] = {}
+        for fp, kind in a.links.items():
+            g = self.groups.get(fp)
+            n = g.n_units if g is not None else 0
+            if n > kinds.get(kind, 0):
+                kinds[kind] = n
+        return kinds
+
+    def _evaluate(self, out: list[Record], acct: str, a: AccountLinks, w: int) -> None:
+        cfg = self.cfg
+        kinds = self._kinds(a)
+        qualified = len(kinds) >= cfg.campaign_min_kinds and any(k in kinds for k in STRONG_KINDS)
+        if qualified:
+            fps = sorted(a.links)
+            root = self._find(fps[0])
+            if root not in self.roots:
+                self.roots[root] = [self._age(root)[0], {}]
+                self._dirty_u[root] = None
+            for fp in fps[1:]:
+                root = self._union(out, root, fp, w)
+            comp = self.roots[root][1]
+            if acct not in comp:
+                before = len(comp)
+                if before < _MAX_COMPONENT_MEMBERS:
+                    comp[acct] = None
+                self.seq += 1
+                a.joined = self.seq
+                self._dirty_u[root] = None
+                if before + 1 == cfg.campaign_min_size:
+                    for member in sorted(comp):
+                        if member != acct:
+                            la = self.accounts.get(member)
+                            if la is not None:
+                                la.cid = root
+                                self._dirty_a[member] = None
+                                self._emit(out, member, la, w)
+            a.cid = root
+        else:
+            a.cid = None
+        self._emit(out, acct, a, w)
+
+    def _emit(self, out: list[Record], acct: str, a: AccountLinks, w: int) -> None:
+        kinds = self._kinds(a)
+        cid = None
+        size = None
+        if a.cid is not None:
+            root = self._find(a.cid)
+            a.cid = root
+            comp = self.roots.get(root, [0, {}])[1]
+            if len(comp) >= self.cfg.campaign_min_size:
+                cid = campaign_id_for(root)
+                size = len(comp)
+        summary = [sorted(kinds), cid]
+        if summary == a.sent:
+            return
+        a.sent = summary
+        out.append(Record(topic="verdicts", key=acct.encode(), value=orjson.dumps(
+            {"k": "link", "a": acct, "o": a.org, "kinds": kinds, "cid": cid, "size": size, "w": w})))
+
+    # -- bounds ---------------------------------------------------------------------------------
+    def _expire(self) -> None:
+        horizon = self.watermark - self.cfg.fingerprint_ttl_ms
+        while self.groups:
+            fp, g = next(iter(self.groups.items()))
+            if g.last >= horizon:
+                break
+            self._evict_group()
+        while self.accounts:
+            acct, a = next(iter(self.accounts.items()))
+            if a.last >= horizon:
+                break
+            self.accounts.popitem(last=False)
+            self._dirty_a.pop(acct, None)
+            self._tomb.append(b"m:" + acct.encode())
+
+    def _evict_group(self) -> None:
+        fp, _ = self.groups.popitem(last=False)
+        self._dirty_g.pop(fp, None)
+        self._tomb.append(b"g:" + fp.encode())
+        self.counters["groups_evicted"] += 1
+
+    # -- checkpointing ----------------------------------------------------------------------------
+    def take_changes(self) -> list[tuple[bytes, bytes | None]]:
+        out: list[tuple[bytes, bytes | None]] = [(k, None) for k in self._tomb]
+        for fp in self._dirty_g:
+            g = self.groups.get(fp)
+            if g is not None:
+                out.append((b"g:" + fp.encode(), orjson.dumps(g.to_list())))
+        for acct in self._dirty_a:
+            a = self.accounts.get(acct)
+            if a is not None:
+                out.append((b"m:" + acct.encode(), orjson.dumps(a.to_list())))
+        for fp in self._dirty_u:
+            r = self.roots.get(fp)
+            # members are not written: they are rebuilt from the accounts' links on restore
+            out.append((b"u:" + fp.encode(), orjson.dumps([self.parent.get(fp), r[0] if r else None])))
+        out.append((META_KEY, orjson.dumps({"wm": self.watermark, "seq": self.seq, "c": self.counters})))
+        self._tomb, self._dirty_g, self._dirty_a, self._dirty_u = [], {}, {}, {}
+        return out
+
+    def restore(self, entries: Iterable[tuple[bytes, bytes | None]]) -> None:
+        latest: dict[bytes, bytes | None] = {}
+        for k, v in entries:
+            latest[k] = v
+        groups, accounts = [], []
+        for k, v in latest.items():
+            if v is None:
+                continue
+            if k == META_KEY:
+                m = orjson.loads(v)
+                self.watermark = m["wm"]
+                self.seq = m["seq"]
+                self.counters.update(m.get("c", {}))
+                continue
+            name = k[2:].decode()
+            if k.startswith(b"g:"):
+                g = Group.from_list(orjson.loads(v))
+                groups.append((g.last, name, g))
+            elif k.startswith(b"m:"):
+                a = AccountLinks.from_list(orjson.loads(v))
+                accounts.append((a.last, name, a))
+            elif k.startswith(b"u:"):
+                parent, since = orjson.loads(v)
+                if parent is not None:
+                    self.parent[name] = parent
+                if since is not None:
+                    self.roots[name] = [since, {}]
+        groups.sort(key=lambda t: (t[0], t[1]))
+        accounts.sort(key=lambda t: (t[0], t[1]))
+        self.groups = OrderedDict((n, g) for _, n, g in groups)
+        self.accounts = OrderedDict((n, a) for _, n, a in accounts)
+        # campaign membership, in the order members joined (first seen, then id)
+        for _, name, a in sorted(accounts, key=lambda t: (t[2].joined, t[1])):
+            if a.cid is not None:
+                root = self._find(a.cid)
+                if root in self.roots:
+                    self.roots[root][1][name] = None
+
+    def state_size(self) -> dict[str, int]:
+        return {"groups": len(self.groups), "accounts": len(self.accounts), "campaigns": len(self.roots)}

@@ -1,0 +1,64 @@
+"""Detector configuration: every threshold in one place, with its meaning.
+
+Loaded from defaults, then the environment (``DISTILLWATCH_DETECTOR__<FIELD>``, e.g.
+``DISTILLWATCH_DETECTOR__TICK_MS=600000``), then an optional JSON file (``--detector-config``).
+The configuration is part of a run's identity: two runs give the same flags only with the same
+configuration, which is why :meth:`DetectorConfig.fingerprint` is logged at start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+class DetectorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(42, description="seed of every random choice in the models")
+
+    # --- account stage: windows, state bounds ------------------------------------------------
+    tick_ms: int = Field(30 * 60_000, description="event-time micro-batch: active accounts are scored once per tick")
+    min_events_to_score: int = Field(5, description="an account is scored once it has this many requests")
+    account_ttl_ms: int = Field(7 * DAY_MS, description="state of an account idle this long (event time) is evicted")
+    max_accounts_per_partition: int = Field(400_000, description="memory cap: least recently active accounts are evicted beyond it")
+    dedup_window: int = Field(64, description="recent event_ids remembered per account to drop duplicate deliveries")
+    max_fingerprints_per_account: int = Field(256, description="fingerprints announced per account, at most")
+    new_prompt_keys_per_day: int = Field(24, description="distinct unrepeated prompts announced per account and day; repeated ones are always announced")
+
+    # --- behaviour model (river HalfSpaceTrees) -------------------------------------------------
+    hst_trees: int = 15
+    hst_height: int = 8
+    hst_window: int = 250
+    learn_min_age_days: float = Field(14.0, description="only accounts at least this old train the model (poisoning guard)")
+    learn_every_ms: int = Field(DAY_MS, description="an account trains the model at most once per this much event time")
+
+    # --- campaign stage -------------------------------------------------------------------------
+    link_min_units: dict[str, int] = Field(
+        default_factory=lambda: {"prompt": 4, "ip": 4, "pay": 2, "ua": 4, "wave": 8},
+        description="distinct organisations (or org-less accounts) a fingerprint must span to count as shared evidence, per kind",
+    )
+    hot_units: dict[str, int] = Field(
+        default_factory=lambda: {"prompt": 100_000, "ip": 300, "pay": 50, "ua": 300, "wave": 400},
+        description="a fingerprint spanning more organisations than this is common infrastructure, not evidence",
+    )
+    max_members_per_fingerprint: int = Field(2_000, description="members remembered per fingerprint (memory bound)")
+    max_fingerprints_per_partition: int = Field(2_000_000, description="memory cap of the campaign stage")
+    fingerprint_ttl_ms: int = Field(14 * DAY_MS, description="a fingerprint not seen this long is forgotten")
+    wave_bucket_ms: int = Field(6 * HOUR_MS, description="accounts created in the same bucket form a creation wave")
+
+    # --- flag policy ------------------------------------------------------------------------------
+    campaign_min_kinds: int = Field(2, description="kinds of shared evidence (prompt, ip, pay, ua, wave) that make a campaign member")
+    campaign_min_size: int = Field(5, description="accounts a campaign needs before its members are enforced")
+    suspend_score: float = 0.8
+    throttle_score: float = 0.55
+    review_score: float = 0.35
+
+    def fingerprint(self) -> str:
+        """Short hash of the configuration, logged and stamped into run metadata."""
+        return hashlib.blake2b(orjson.dumps(self.model_dump(), option=orjson.OPT_SORT_KEYS), digest_size=6).hexdigest()

@@ -1,0 +1,229 @@
+"""Per-account behaviour over event time: the state kept for each account and its features.
+
+:class:`AccountState` is updated once per request (:meth:`AccountState.update`) with plain
+arithmetic on ints, floats and small lists — nothing here allocates per event beyond what the
+dict lookups need. :meth:`AccountState.features` turns the state into the fixed-length vector
+the behaviour model scores, each feature scaled to [0, 1] by a fixed, documented transform
+(fixed transforms instead of learned min/max scaling so an attacker cannot stretch the scale).
+
+The state serialises to a compact list (:meth:`AccountState.to_list`) for the changelog.
+
+>>> st = AccountState.new("org-1", created_ms=0, ts_ms=3_600_000)
+>>> ev = {"ts_ms": 3_600_000, "task_category": "coding", "reasoning_elicitation": 0.5,
+...       "tool_use": True, "input_tokens": 100, "output_tokens": 400, "model": "m1"}
+>>> st.update(ev)
+>>> st.n, st.cats[CATEGORY_INDEX["coding"]]
+(1, 1)
+>>> AccountState.from_list(st.to_list()).to_list() == st.to_list()
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from consumers.core.config import DAY_MS, HOUR_MS
+
+CATEGORIES = ("coding", "agentic", "reasoning", "math", "writing", "analysis", "chat", "translation", "other")
+CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
+#: categories worth most to a distiller (THREATS.md: capability targeting)
+CAPABILITY_IDX = tuple(CATEGORY_INDEX[c] for c in ("coding", "agentic", "reasoning", "math"))
+
+FEATURE_NAMES = (
+    "log_rate",          # requests per day, log-scaled
+    "capability_share",  # share of coding/agentic/reasoning/math
+    "elicitation",       # mean reasoning elicitation
+    "round_the_clock",   # active hours vs. what a uniform 24/7 account would cover
+    "gap_regularity",    # 1 - coefficient of variation of log inter-arrival, clipped
+    "tool_share",
+    "log_out_in",        # output/input token ratio, log-scaled
+    "freshness",         # 1 for an account first seen the day it was created, 0 after 30 days
+    "own_reuse",         # share of prompts the account itself repeats
+    "ip_spread",         # distinct client prefixes per request
+    "category_entropy",
+)
+
+
+def _clip01(x: float) -> float:
+    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
+
+
+class AccountState:
+    """Running behaviour of one account. See the module docstring."""
+
+    __slots__ = (
+        "org", "created", "first", "last", "n", "cats", "el", "tools", "hours",
+        "gn", "gmean", "gm2", "tin", "tout", "ips", "reuse", "models",
+        "recent_ids", "prompt_keys", "fps", "day", "day_new", "next_learn", "sent",
+        "dirty", "beh",
+    )
+
+    def __init__(self) -> None:
+        self.org: str | None = None
+        self.created = 0
+        self.first = 0
+        self.last = 0
+        self.n = 0
+        self.cats = [0] * len(CATEGORIES)
+        self.el = 0.0
+        self.tools = 0
+        self.hours = [0] * 24
+        self.gn = 0          # inter-arrival Welford (log seconds)
+        self.gmean = 0.0
+        self.gm2 = 0.0
+        self.tin = 0.0       # sum log1p(input tokens)
+        self.tout = 0.0
+        self.ips: dict[str, None] = {}          # distinct client prefixes (bounded)
+        self.reuse = 0                          # prompts whose SimHash the account used before
+        self.models: dict[str, int] = {}        # model -> first use ts (bounded)
+        self.recent_ids: list[str] = []         # dedup window of event ids
+        self.prompt_keys: dict[int, int] = {}   # prompt LSH key -> 1 seen / 2 announced (LRU)
+        self.fps: dict[str, None] = {}          # non-prompt fingerprints announced
+        self.day = -1                           # event-time day of the announce budget
+        self.day_new = 0                        # unrepeated prompt keys announced that day
+        self.next_learn = 0                     # ts from which the account may train the model again
+        self.sent: list[Any] = []               # last behaviour summary sent downstream
+        self.dirty = False                      # active since the last tick
+        self.beh = 0.0                          # last behaviour evidence
+
+    @classmethod
+    def new(cls, org: str | None, created_ms: int, ts_ms: int) -> AccountState:
+        st = cls()
+        st.org = org
+        st.created = created_ms
+        st.first = ts_ms
+        st.last = ts_ms
+        return st
+
+    def update(self, ev: dict[str, Any]) -> None:
+        """Fold one (validated, non-duplicate) request into the state."""
+        ts = ev["ts_ms"]
+        if self.n:
+            gap = ts - self.last
+            if gap > 0:
+                x = math.log1p(gap / 1000.0)
+                self.gn += 1
+                d = x - self.gmean
+                self.gmean += d / self.gn
+                self.gm2 += d * (x - self.gmean)
+        if ts > self.last:
+            self.last = ts
+        self.n += 1
+        self.cats[CATEGORY_INDEX[ev["task_category"]]] += 1
+        self.el += ev["reasoning_elicitation"]
+        if ev["tool_use"]:
+            self.tools += 1
+        self.hours[(ts // HOUR_MS) % 24] += 1
+        self.tin += math.log1p(ev["input_tokens"])
+        self.tout += math.log1p(ev["output_tokens"])
+        self.dirty = True
+
+    # -- features ----------------------------------------------------------------------------
+    def rate_per_day(self) -> float:
+        span = max(self.last - self.first, HOUR_MS)
+        return self.n * DAY_MS / max(span, DAY_MS / 4) if self.n else 0.0
+
+    def capability_share(self) -> float:
+        c = self.cats
+        return sum(c[i] for i in CAPABILITY_IDX) / self.n if self.n else 0.0
+
+    def elicitation(self) -> float:
+        return self.el / self.n if self.n else 0.0
+
+    def round_the_clock(self) -> float:
+        """Active hours of the day relative to a uniform 24/7 account with as many requests."""
+        n = self.n
+        if n < 8:
+            return 0.0
+        expected = 24.0 * (1.0 - (23.0 / 24.0) ** n)
+        active = sum(1 for h in self.hours if h)
+        return _clip01(active / expected)
+
+    def age_days_at_first(self) -> float:
+        return max(0.0, (self.first - self.created) / DAY_MS)
+
+    def freshness(self) -> float:
+        return _clip01(1.0 - self.age_days_at_first() / 30.0)
+
+    def category_entropy(self) -> float:
+        n = self.n
+        if not n:
+            return 0.0
+        h = 0.0
+        for c in self.cats:
+            if c:
+                p = c / n
+                h -= p * math.log(p)
+        return h / math.log(len(CATEGORIES))
+
+    def features(self) -> list[float]:
+        """The behaviour vector, in :data:`FEATURE_NAMES` order, each in [0, 1]."""
+        n = self.n or 1
+        if self.gn > 1:
+            std = math.sqrt(self.gm2 / (self.gn - 1))
+            reg = _clip01(1.0 - std / max(self.gmean, 1e-9))
+        else:
+            reg = 0.0
+        out_in = (self.tout - self.tin) / n
+        return [
+            _clip01(math.log10(1.0 + self.rate_per_day()) / 4.0),
+            self.capability_share(),
+            self.elicitation(),
+            self.round_the_clock(),
+            reg,
+            self.tools / n,
+            _clip01((out_in + 3.0) / 6.0),
+            self.freshness(),
+            self.reuse / n,
+            _clip01(len(self.ips) / n),
+            self.category_entropy(),
+        ]
+
+    # -- changelog -----------------------------------------------------------------------------
+    def to_list(self) -> list[Any]:
+        return [
+            self.org, self.created, self.first, self.last, self.n, self.cats, self.el, self.tools,
+            self.hours, self.gn, self.gmean, self.gm2, self.tin, self.tout, list(self.ips),
+            self.reuse, self.models, self.recent_ids, [[k, v] for k, v in self.prompt_keys.items()],
+            list(self.fps), self.day, self.day_new, self.next_learn, self.sent, self.dirty, self.beh,
+        ]
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> AccountState:
+        st = cls()
+        (st.org, st.created, st.first, st.last, st.n, st.cats, st.el, st.tools, st.hours, st.gn,
+         st.gmean, st.gm2, st.tin, st.tout, ips, st.reuse, st.models, st.recent_ids, pks, fps,
+         st.day, st.day_new, st.next_learn, st.sent, st.dirty, st.beh) = v
+        st.ips = dict.fromkeys(ips)
+        st.prompt_keys = {k: s for k, s in pks}
+        st.fps = dict.fromkeys(fps)
+        return st
+
+
+def prompt_keys(simhash_hex: str) -> list[int]:
+    """LSH keys of a 64-bit SimHash: the six pairs of its four 16-bit blocks.
+
+    Two SimHashes within 2 bits of each other share at least one key (pigeonhole: two flipped
+    bits touch at most two blocks, leaving one whole pair); unrelated ones share a key with
+    probability about 6 / 2**32. The pair index is folded into the key.
+
+    >>> a = prompt_keys("0123456789abcdef")
+    >>> b = prompt_keys("0123456789abcdee")   # one bit away
+    >>> len(set(a) & set(b)) >= 1
+    True
+    """
+    v = int(simhash_hex, 16)
+    b = ((v >> 48) & 0xFFFF, (v >> 32) & 0xFFFF, (v >> 16) & 0xFFFF, v & 0xFFFF)
+    return [
+        (0 << 32) | (b[0] << 16) | b[1],
+        (1 << 32) | (b[0] << 16) | b[2],
+        (2 << 32) | (b[0] << 16) | b[3],
+        (3 << 32) | (b[1] << 16) | b[2],
+        (4 << 32) | (b[1] << 16) | b[3],
+        (5 << 32) | (b[2] << 16) | b[3],
+    ]
+
+
+def prompt_key_str(key: int) -> str:
+    return f"p{key >> 32}:{key & 0xFFFFFFFF:08x}"

@@ -1,0 +1,1 @@
+"""Online models of the pure core, one concept per module, in river's style."""

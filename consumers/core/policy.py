@@ -1,0 +1,181 @@
+"""Stage 3, the flag policy: turns evidence into Flag v1, keyed by ``account_id``.
+
+Input: ``verdicts`` — per account, in order, the behaviour summaries of the account stage
+(``beh``) and the shared-evidence verdicts of the campaign stage (``link``). For each account the
+stage keeps the latest of each and the last flag it emitted, and decides:
+
+* **score** = 1 − (1 − campaign evidence)(1 − behaviour evidence) (a noisy-OR of independent
+  evidence). Campaign evidence is 0.55 for a member of an active campaign, +0.1 per extra kind of
+  shared evidence, +0.1 per decade of campaign size, at most 0.95; shared evidence short of a
+  campaign adds 0.1 per kind. Behaviour evidence comes from the account stage.
+* **action**:
+  - campaign member (``campaign_id`` set): ``suspend`` when score ≥ ``suspend_score``, else
+    ``throttle`` — but only with behavioural support (behaviour evidence ≥ 0.15: a fresh account,
+    round-the-clock activity, capability targeting...). A campaign member whose own behaviour is
+    ordinary (an old account used like a person uses it) gets ``review``: a person looks first.
+  - not a campaign member: ``throttle`` only when a *fresh* account runs at *heavy volume* with
+    behaviour evidence ≥ 0.85 (the naive scraper); ``review`` when score ≥ ``review_score``.
+  - Sharing inside one organisation is never evidence (the campaign stage does not count it), so
+    an account whose only shared evidence is with its own org is never enforced on it.
+* **hysteresis**: an account is flagged again only when the action escalates
+  (review → throttle → suspend) or its campaign changes; actions never step down on their own.
+
+Changelog keys: ``p:<account>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from consumers.contract.flags import ACTION_RANK, flag_id_for
+from consumers.core.config import DetectorConfig
+from consumers.core.stage import Record
+
+BEHAVIOUR_SUPPORT = 0.15
+SCRAPER_EVIDENCE = 0.85
+
+LINK_REASONS = {
+    "prompt": ("SHARED_PROMPTS", "near-duplicate prompts shared with {v} unrelated accounts or organisations"),
+    "ip": ("SHARED_NETWORK", "client IP prefix shared with {v} unrelated accounts or organisations"),
+    "pay": ("SHARED_PAYMENT", "payment instrument shared with {v} unrelated accounts or organisations"),
+    "ua": ("SHARED_CLIENT", "client string shared with {v} unrelated accounts or organisations"),
+    "wave": ("CREATION_WAVE", "created in a wave of {v} accounts with the same client"),
+}
+BEH_DETAILS = {
+    "FRESH_ACCOUNT": "first request {v} days after the account was created",
+    "CAPABILITY_CONCENTRATION": "{p} of requests target coding, agentic, reasoning or math",
+    "REASONING_ELICITATION": "mean reasoning-elicitation score {v}",
+    "ROUND_THE_CLOCK": "active around the clock ({p} of the hours a 24/7 client would cover)",
+    "HIGH_VOLUME": "{v} requests per day",
+    "BEHAVIOUR_ANOMALY": "more unusual than {p} of established accounts",
+    "MODEL_SWITCH": "moved to a new model {v} hours after its release",
+}
+
+
+def _detail(code: str, v: Any) -> str:
+    t = BEH_DETAILS.get(code, code)
+    p = f"{v:.0%}" if isinstance(v, float | int) else str(v)
+    return t.format(v=v, p=p)
+
+
+class PolicyProcessor:
+    """The policy stage for one partition of the verdicts topic."""
+
+    def __init__(self, cfg: DetectorConfig, detector_version: str, partition: int = 0):
+        self.cfg = cfg
+        self.version = detector_version
+        self.partition = partition
+        # account -> [org, beh_score, beh_reasons, window_start, kinds, cid, size, action, flag_cid, last_w]
+        self.accounts: OrderedDict[str, list[Any]] = OrderedDict()
+        self._dirty: dict[str, None] = {}
+        self._tomb: list[str] = []
+        self.counters = {"flags": 0}
+
+    def process(self, records: list[Record]) -> list[Record]:
+        out: list[Record] = []
+        for r in records:
+            m = orjson.loads(r.value)
+            acct = m["a"]
+            s = self.accounts.get(acct)
+            if s is None:
+                s = [m.get("o"), 0.0, [], m.get("ws", m["w"]), {}, None, None, None, None, 0]
+                self.accounts[acct] = s
+            else:
+                self.accounts.move_to_end(acct)
+            if m["k"] == "beh":
+                s[1], s[2], s[3] = m["b"], m["r"], m["ws"]
+            else:
+                s[4], s[5], s[6] = m["kinds"], m["cid"], m["size"]
+            s[9] = m["w"]
+            self._dirty[acct] = None
+            f = self.decide(acct, s)
+            if f is not None:
+                out.append(Record(topic="flags", key=acct.encode(), value=f))
+        self._expire()
+        return out
+
+    def decide(self, acct: str, s: list[Any]) -> bytes | None:
+        cfg = self.cfg
+        org, beh, beh_reasons, ws, kinds, cid, size, prev, prev_cid, w = s
+        nk = len(kinds)
+        if cid is not None:
+            ec = min(0.95, 0.55 + 0.1 * max(0, nk - 2) + 0.1 * math.log10(max(size or 1, 1)))
+        else:
+            ec = min(0.3, 0.1 * nk)
+        score = 1.0 - (1.0 - ec) * (1.0 - beh)
+        codes = {r[0] for r in beh_reasons}
+        action: str | None = None
+        if cid is not None:
+            if beh >= BEHAVIOUR_SUPPORT and score >= cfg.throttle_score:
+                action = "suspend" if score >= cfg.suspend_score else "throttle"
+            else:
+                action = "review"
+        elif beh >= SCRAPER_EVIDENCE and "FRESH_ACCOUNT" in codes and "HIGH_VOLUME" in codes:
+            action = "throttle"
+        elif score >= cfg.review_score:
+            action = "review"
+        if action is None:
+            return None
+        if prev is not None:
+            if ACTION_RANK[prev] > ACTION_RANK[action]:
+                action = prev
+            if action == prev and (cid is None or cid == prev_cid):
+                return None
+        s[7], s[8] = action, cid
+        reasons = []
+        if cid is not None:
+            reasons.append({"code": "CAMPAIGN_MEMBER", "value": size,
+                            "detail": f"member of a coordinated campaign of {size} accounts with no organisation in common"})
+        for kind in sorted(kinds):
+            code, text = LINK_REASONS.get(kind, ("SHARED_" + kind.upper(), "{v}"))
+            reasons.append({"code": code, "value": kinds[kind], "detail": text.format(v=kinds[kind])})
+        for code, v in beh_reasons:
+            reasons.append({"code": code, "value": v, "detail": _detail(code, v)})
+        self.counters["flags"] += 1
+        return orjson.dumps({
+            "schema_version": 1,
+            "flag_id": flag_id_for(acct, action, cid, w, self.version),
+            "account_id": acct,
+            "org_id": org,
+            "action": action,
+            "score": round(min(1.0, max(0.0, score)), 4),
+            "reasons": reasons,
+            "campaign_id": cid,
+            "campaign_size": size if cid is not None else None,
+            "decided_at_ms": w,
+            "window_start_ms": ws,
+            "detector_version": self.version,
+        })
+
+    def _expire(self) -> None:
+        """Memory bound: past the cap, forget the least recently active accounts."""
+        cap = self.cfg.max_accounts_per_partition
+        while len(self.accounts) > cap:
+            acct, _ = self.accounts.popitem(last=False)
+            self._dirty.pop(acct, None)
+            self._tomb.append(acct)
+
+    def take_changes(self) -> list[tuple[bytes, bytes | None]]:
+        out: list[tuple[bytes, bytes | None]] = [(b"p:" + a.encode(), None) for a in self._tomb]
+        for acct in self._dirty:
+            s = self.accounts.get(acct)
+            if s is not None:
+                out.append((b"p:" + acct.encode(), orjson.dumps(s)))
+        self._tomb, self._dirty = [], {}
+        return out
+
+    def restore(self, entries: Iterable[tuple[bytes, bytes | None]]) -> None:
+        latest: dict[bytes, bytes | None] = {}
+        for k, v in entries:
+            latest[k] = v
+        for k, v in latest.items():
+            if v is not None and k.startswith(b"p:"):
+                self.accounts[k[2:].decode()] = orjson.loads(v)
+
+    def state_size(self) -> dict[str, int]:
+        return {"accounts": len(self.accounts)}
