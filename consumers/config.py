@@ -49,3 +49,19 @@ class KafkaSettings(BaseSettings):
 
     def internal_topic(self, name: str) -> str:
         return f"{self.internal_prefix}{name}"
+
+
+class DetectSettings(BaseSettings):
+    """How ``distillwatch detect`` runs (every field also from ``DISTILLWATCH_<NAME>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="DISTILLWATCH_", extra="ignore")
+
+    stage: Literal["all", "account", "campaign", "policy"] = Field(
+        "all", description="run every stage in this process (threads), or one (scale stages apart)")
+    instance_id: str | None = Field(None, description="stable per replica (pod name); default host-pid")
+    commit_interval_ms: int = Field(1000, ge=10, description="checkpoint interval: outputs become visible this often")
+    batch_size: int = Field(5000, ge=1, description="messages per consume call")
+    internal_partitions: int | None = Field(
+        None, ge=1, description="partitions of internal topics when created (default: as the requests topic)")
+    transaction_timeout_ms: int = Field(60000, ge=1000)
+    detector_config: str | None = Field(None, description="JSON file of detector settings")
