@@ -31,14 +31,15 @@ import orjson
 
 from consumers.contract.events import InvalidEvent, parse_event
 from consumers.core.config import DAY_MS, HOUR_MS, DetectorConfig
-from consumers.core.features import FEATURE_NAMES, AccountState, prompt_key_str, prompt_keys
+from consumers.core.features import FEATURE_NAMES, AccountState, prompt_keys, trim_oldest
 from consumers.core.models.behaviour import BehaviourModel
 from consumers.core.stage import Record
 
 MODEL_KEY = b"__model__"
 META_KEY = b"__meta__"
 _ACCOUNT_PREFIX = b"a:"
-_MAX_IPS = 64
+_MAX_IPS = 64              # distinct client prefixes remembered per account
+_ANNOUNCED_IPS = 16        # ... of which announced: enough to place the account in a proxy pool
 _MAX_PROMPT_KEYS = 512
 _MAX_MODELS = 32
 
@@ -145,15 +146,13 @@ class AccountProcessor:
                     # what is known from the first request: how fresh the account is
                     self._send_behaviour(out, acct, st, *behaviour_evidence(st, 0.0), max(self.watermark, ts))
             else:
-                eid = ev["event_id"]
-                if eid in st.recent_ids:
+                if ev["event_id"] in st.recent_ids:
                     self.counters["duplicates"] += 1
                     continue
                 accounts.move_to_end(acct)
-            ids = st.recent_ids
-            ids.append(ev["event_id"])
-            if len(ids) > cfg.dedup_window:
-                del ids[0]
+            st.recent_ids[ev["event_id"]] = None
+            if len(st.recent_ids) > 2 * cfg.dedup_window:
+                st.recent_ids = trim_oldest(st.recent_ids, 2 * cfg.dedup_window)
             if ts > self.watermark:
                 self.watermark = ts
             self.counters["events"] += 1
@@ -164,45 +163,46 @@ class AccountProcessor:
 
     def _fingerprints(self, out: list[Record], st: AccountState, acct: str, ev: dict[str, Any], ts: int) -> None:
         ip = ev["client_ip_prefix"]
-        if ip not in st.ips:
-            if len(st.ips) < _MAX_IPS:
-                st.ips[ip] = None
-            self._announce(out, st, acct, "ip:" + ip, ts)
+        ips = st.ips
+        if ip not in ips and len(ips) < _MAX_IPS:
+            ips[ip] = None
+            if len(ips) <= _ANNOUNCED_IPS:
+                self._announce(out, st, acct, "ip:" + ip, ts)
         pay = ev["payment_fingerprint"]
-        if pay is not None and ("pay:" + pay) not in st.fps:
-            self._announce(out, st, acct, "pay:" + pay, ts)
+        if pay is not None and pay != st.lpay:
+            st.lpay = pay
+            if ("pay:" + pay) not in st.fps:
+                self._announce(out, st, acct, "pay:" + pay, ts)
         ua = ev["user_agent"]
-        if ua and ("ua:" + ua) not in st.fps:
-            self._announce(out, st, acct, "ua:" + ua, ts)
+        if ua and ua != st.lua:
+            st.lua = ua
+            if ("ua:" + ua) not in st.fps:
+                self._announce(out, st, acct, "ua:" + ua, ts)
         model = ev["model"]
         if model not in st.models and len(st.models) < _MAX_MODELS:
             st.models[model] = ts
             if model not in self.model_first and len(self.model_first) < 10_000:
                 self.model_first[model] = ts
-        # prompts: announce a key the first time it repeats, or while the daily budget lasts
-        day = ts // DAY_MS
-        if day != st.day:
-            st.day = day
-            st.day_new = 0
+        # prompts: announce the keys in the consistent sample (the same 1/16 of all keys for every
+        # account, so accounts sharing a template meet on its sampled keys at first use), and any
+        # key the account itself repeats
         pk = st.prompt_keys
         reused = False
-        budget = st.day_new < self.cfg.new_prompt_keys_per_day
         for k in prompt_keys(ev["prompt_simhash"]):
             s = pk.get(k)
             if s is None:
-                if budget:
+                if k[-1] == "0":
                     pk[k] = 2
-                    st.day_new += 1
-                    self._announce(out, st, acct, prompt_key_str(k), ts, prompt=True)
+                    self._announce(out, st, acct, k, ts, prompt=True)
                 else:
                     pk[k] = 1
-                if len(pk) > _MAX_PROMPT_KEYS:
-                    del pk[next(iter(pk))]
             else:
                 reused = True
                 if s == 1:
                     pk[k] = 2
-                    self._announce(out, st, acct, prompt_key_str(k), ts, prompt=True)
+                    self._announce(out, st, acct, k, ts, prompt=True)
+        if len(pk) > _MAX_PROMPT_KEYS:
+            st.prompt_keys = trim_oldest(pk, _MAX_PROMPT_KEYS)
         if reused:
             st.reuse += 1
 

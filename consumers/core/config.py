@@ -29,7 +29,6 @@ class DetectorConfig(BaseModel):
     max_accounts_per_partition: int = Field(400_000, description="memory cap: least recently active accounts are evicted beyond it")
     dedup_window: int = Field(64, description="recent event_ids remembered per account to drop duplicate deliveries")
     max_fingerprints_per_account: int = Field(256, description="fingerprints announced per account, at most")
-    new_prompt_keys_per_day: int = Field(24, description="distinct unrepeated prompts announced per account and day; repeated ones are always announced")
 
     # --- behaviour model (river HalfSpaceTrees) -------------------------------------------------
     hst_trees: int = 15

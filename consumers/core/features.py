@@ -56,7 +56,7 @@ class AccountState:
         "org", "created", "first", "last", "n", "cats", "el", "tools", "hours",
         "gn", "gmean", "gm2", "tin", "tout", "ips", "reuse", "models",
         "recent_ids", "prompt_keys", "fps", "day", "day_new", "next_learn", "sent",
-        "dirty", "beh",
+        "dirty", "beh", "lpay", "lua",
     )
 
     def __init__(self) -> None:
@@ -77,8 +77,8 @@ class AccountState:
         self.ips: dict[str, None] = {}          # distinct client prefixes (bounded)
         self.reuse = 0                          # prompts whose SimHash the account used before
         self.models: dict[str, int] = {}        # model -> first use ts (bounded)
-        self.recent_ids: list[str] = []         # dedup window of event ids
-        self.prompt_keys: dict[int, int] = {}   # prompt LSH key -> 1 seen / 2 announced (LRU)
+        self.recent_ids: dict[str, None] = {}   # dedup window of event ids
+        self.prompt_keys: dict[str, int] = {}   # prompt LSH key -> 1 seen / 2 announced (recent)
         self.fps: dict[str, None] = {}          # non-prompt fingerprints announced
         self.day = -1                           # event-time day of the announce budget
         self.day_new = 0                        # unrepeated prompt keys announced that day
@@ -86,6 +86,8 @@ class AccountState:
         self.sent: list[Any] = []               # last behaviour summary sent downstream
         self.dirty = False                      # active since the last tick
         self.beh = 0.0                          # last behaviour evidence
+        self.lpay: str | None = None            # last payment fingerprint / client string seen
+        self.lua: str | None = None             # (skip re-checking them on every request)
 
     @classmethod
     def new(cls, org: str | None, created_ms: int, ts_ms: int) -> AccountState:
@@ -185,45 +187,50 @@ class AccountState:
         return [
             self.org, self.created, self.first, self.last, self.n, self.cats, self.el, self.tools,
             self.hours, self.gn, self.gmean, self.gm2, self.tin, self.tout, list(self.ips),
-            self.reuse, self.models, self.recent_ids, [[k, v] for k, v in self.prompt_keys.items()],
+            self.reuse, self.models, list(self.recent_ids), self.prompt_keys,
             list(self.fps), self.day, self.day_new, self.next_learn, self.sent, self.dirty, self.beh,
+            self.lpay, self.lua,
         ]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> AccountState:
         st = cls()
         (st.org, st.created, st.first, st.last, st.n, st.cats, st.el, st.tools, st.hours, st.gn,
-         st.gmean, st.gm2, st.tin, st.tout, ips, st.reuse, st.models, st.recent_ids, pks, fps,
-         st.day, st.day_new, st.next_learn, st.sent, st.dirty, st.beh) = v
+         st.gmean, st.gm2, st.tin, st.tout, ips, st.reuse, st.models, ids, st.prompt_keys, fps,
+         st.day, st.day_new, st.next_learn, st.sent, st.dirty, st.beh, st.lpay, st.lua) = v
         st.ips = dict.fromkeys(ips)
-        st.prompt_keys = {k: s for k, s in pks}
+        st.recent_ids = dict.fromkeys(ids)
         st.fps = dict.fromkeys(fps)
         return st
 
 
-def prompt_keys(simhash_hex: str) -> list[int]:
+def prompt_keys(simhash_hex: str) -> tuple[str, str, str, str, str, str]:
     """LSH keys of a 64-bit SimHash: the six pairs of its four 16-bit blocks.
 
     Two SimHashes within 2 bits of each other share at least one key (pigeonhole: two flipped
     bits touch at most two blocks, leaving one whole pair); unrelated ones share a key with
-    probability about 6 / 2**32. The pair index is folded into the key.
+    probability about 6 / 2**32. The pair index is part of the key.
 
     >>> a = prompt_keys("0123456789abcdef")
-    >>> b = prompt_keys("0123456789abcdee")   # one bit away
+    >>> a[0], a[5]
+    ('p0:01234567', 'p5:89abcdef')
+    >>> b = prompt_keys("0123456789ABCDEE")   # one bit away, other case
     >>> len(set(a) & set(b)) >= 1
     True
     """
-    v = int(simhash_hex, 16)
-    b = ((v >> 48) & 0xFFFF, (v >> 32) & 0xFFFF, (v >> 16) & 0xFFFF, v & 0xFFFF)
-    return [
-        (0 << 32) | (b[0] << 16) | b[1],
-        (1 << 32) | (b[0] << 16) | b[2],
-        (2 << 32) | (b[0] << 16) | b[3],
-        (3 << 32) | (b[1] << 16) | b[2],
-        (4 << 32) | (b[1] << 16) | b[3],
-        (5 << 32) | (b[2] << 16) | b[3],
-    ]
+    h = simhash_hex.lower()
+    b0, b1, b2, b3 = h[0:4], h[4:8], h[8:12], h[12:16]
+    return ("p0:" + h[0:8], "p1:" + b0 + b2, "p2:" + b0 + b3,
+            "p3:" + h[4:12], "p4:" + b1 + b3, "p5:" + h[8:16])
 
 
-def prompt_key_str(key: int) -> str:
-    return f"p{key >> 32}:{key & 0xFFFFFFFF:08x}"
+def trim_oldest(d: dict[Any, Any], cap: int) -> dict[Any, Any]:
+    """Keep the newer half of an insertion-ordered dict once it exceeds ``cap``.
+
+    Amortised O(1) per insertion (deleting from the front of a dict one key at a time is not:
+    ``next(iter(d))`` then scans the dead slots).
+    """
+    if len(d) <= cap:
+        return d
+    items = list(d.items())
+    return dict(items[len(items) - cap // 2:])
