@@ -17,7 +17,8 @@ evidence (enterprise templates, one company card). A group that spans more than
 being evidence, so it can never merge everything into one campaign.
 
 An account linked by shared evidence of at least ``campaign_min_kinds`` kinds, one of them a
-prompt or payment link, is a *campaign member*; its groups are united (union-find) into a
+prompt or payment link, is a *campaign member*; its prompt and payment groups are united
+(union-find; shared proxies and client strings are not, as many campaigns rent the same) into a
 campaign whose id is the id of its oldest group, so ids are stable as the campaign grows. Once a
 campaign has ``campaign_min_size`` members, every member gets a verdict with the campaign id;
 when two campaigns merge, the members of the younger one get the older id.
@@ -43,6 +44,9 @@ from consumers.core.stage import Record
 
 META_KEY = b"__meta__"
 STRONG_KINDS = ("prompt", "pay")
+#: kinds whose groups unite campaigns: templates, cards, proxy prefixes (not client strings or
+#: creation waves, which unrelated campaigns and honest users share)
+UNION_KINDS = ("prompt", "pay", "ip")
 _MAX_COMPONENT_MEMBERS = 50_000
 
 
@@ -252,7 +256,9 @@ class CampaignProcessor:
         kinds = self._kinds(a)
         qualified = len(kinds) >= cfg.campaign_min_kinds and any(k in kinds for k in STRONG_KINDS)
         if qualified:
-            fps = sorted(a.links)
+            # unite only through campaign-specific assets (templates, cards): proxies and client
+            # strings are rented by many campaigns at once and would merge them
+            fps = sorted(fp for fp, kind in a.links.items() if kind in UNION_KINDS)
             root = self._find(fps[0])
             if root not in self.roots:
                 self.roots[root] = [self._age(root)[0], {}]

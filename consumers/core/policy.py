@@ -13,8 +13,11 @@ stage keeps the latest of each and the last flag it emitted, and decides:
     ``throttle`` — but only with behavioural support (behaviour evidence ≥ 0.15: a fresh account,
     round-the-clock activity, capability targeting...). A campaign member whose own behaviour is
     ordinary (an old account used like a person uses it) gets ``review``: a person looks first.
-  - not a campaign member: ``throttle`` only when a *fresh* account runs at *heavy volume* with
-    behaviour evidence ≥ 0.85 (the naive scraper); ``review`` when score ≥ ``review_score``.
+  - not a campaign member: ``throttle`` when a *fresh* account runs at *heavy volume* with
+    behaviour evidence ≥ 0.85 (the naive scraper), or when a *fresh* account that targets
+    high-value capabilities (behaviour evidence ≥ 0.45) shares a payment instrument or prompt
+    templates with an unrelated account (a small, careful campaign); ``review`` when score ≥
+    ``review_score``.
   - Sharing inside one organisation is never evidence (the campaign stage does not count it), so
     an account whose only shared evidence is with its own org is never enforced on it.
 * **hysteresis**: an account is flagged again only when the action escalates
@@ -38,6 +41,7 @@ from consumers.core.stage import Record
 
 BEHAVIOUR_SUPPORT = 0.15
 SCRAPER_EVIDENCE = 0.85
+LINKED_EVIDENCE = 0.45
 
 LINK_REASONS = {
     "prompt": ("SHARED_PROMPTS", "near-duplicate prompts shared with {v} unrelated accounts or organisations"),
@@ -116,6 +120,9 @@ class PolicyProcessor:
             else:
                 action = "review"
         elif beh >= SCRAPER_EVIDENCE and "FRESH_ACCOUNT" in codes and "HIGH_VOLUME" in codes:
+            action = "throttle"
+        elif (("pay" in kinds or "prompt" in kinds) and beh >= LINKED_EVIDENCE
+              and "FRESH_ACCOUNT" in codes and "CAPABILITY_CONCENTRATION" in codes):
             action = "throttle"
         elif score >= cfg.review_score:
             action = "review"
