@@ -230,6 +230,11 @@ class AccountProcessor:
             st.dirty = False
             if st.n < cfg.min_events_to_score:
                 continue
+            # features move slowly: rescore once the account grew by a quarter, or after a while
+            if st.scored_n and st.n < st.scored_n * 1.25 and wm - st.scored_t < cfg.rescore_ms:
+                st.dirty = True  # still owed a scoring
+                continue
+            st.scored_n, st.scored_t = st.n, wm
             f = st.features()
             q = self.model.quantile_one(f)
             if (wm - st.created) >= cfg.learn_min_age_days * DAY_MS and wm >= st.next_learn:

@@ -85,12 +85,13 @@ class Group:
 
 
 class AccountLinks:
-    __slots__ = ("org", "links", "cid", "sent", "last", "joined")
+    __slots__ = ("org", "links", "kc", "cid", "sent", "last", "joined")
 
     def __init__(self, org: str | None, ts: int):
         self.org = org
         self.joined = 0                   # sequence number of joining a campaign (restore order)
         self.links: dict[str, str] = {}  # evidence fingerprint -> kind
+        self.kc: dict[str, int] = {}     # kind -> number of evidence links of that kind
         self.cid: str | None = None      # root fingerprint of its component, when a member
         self.sent: list[Any] = []
         self.last = ts
@@ -102,6 +103,8 @@ class AccountLinks:
     def from_list(cls, v: list[Any]) -> AccountLinks:
         a = cls(v[0], v[4])
         a.links, a.cid, a.sent, a.joined = v[1], v[2], v[3], v[5]
+        for kind in a.links.values():
+            a.kc[kind] = a.kc.get(kind, 0) + 1
         return a
 
 
@@ -184,6 +187,9 @@ class CampaignProcessor:
             for member in sorted(g.members):
                 la = self.accounts.get(member)
                 if la is not None and la.links.pop(fp, None) is not None:
+                    la.kc[kind] -= 1
+                    if not la.kc[kind]:
+                        del la.kc[kind]
                     self._dirty_a[member] = None
                     self._evaluate(out, member, la, w)
         elif g.state == 1:
@@ -195,8 +201,9 @@ class CampaignProcessor:
             return
         if fp not in a.links:
             a.links[fp] = kind
+            a.kc[kind] = a.kc.get(kind, 0) + 1
             self._dirty_a[acct] = None
-            self._evaluate(out, acct, a, w)
+            self._evaluate(out, acct, a, w, fp)
 
     # -- union-find -----------------------------------------------------------------------------
     def _find(self, fp: str) -> str:
@@ -251,20 +258,29 @@ class CampaignProcessor:
                 kinds[kind] = n
         return kinds
 
-    def _evaluate(self, out: list[Record], acct: str, a: AccountLinks, w: int) -> None:
+    def _evaluate(self, out: list[Record], acct: str, a: AccountLinks, w: int, new_fp: str | None = None) -> None:
         cfg = self.cfg
-        kinds = self._kinds(a)
-        qualified = len(kinds) >= cfg.campaign_min_kinds and any(k in kinds for k in STRONG_KINDS)
+        kc = a.kc
+        qualified = len(kc) >= cfg.campaign_min_kinds and ("prompt" in kc or "pay" in kc)
         if qualified:
-            # unite only through campaign-specific assets (templates, cards): proxies and client
-            # strings are rented by many campaigns at once and would merge them
-            fps = sorted(fp for fp, kind in a.links.items() if kind in UNION_KINDS)
-            root = self._find(fps[0])
+            if a.cid is not None and new_fp is not None:
+                # already a member: only the new link can unite its campaign with another
+                root = self._find(a.cid)
+                if a.links.get(new_fp) in UNION_KINDS:
+                    root = self._union(out, root, new_fp, w)
+            else:
+                # unite only through campaign-specific assets (templates, cards, proxy prefixes):
+                # client strings and creation waves are shared by unrelated campaigns and people
+                fps = sorted(fp for fp, kind in a.links.items() if kind in UNION_KINDS)
+                root = self._find(fps[0])
+                if root not in self.roots:
+                    self.roots[root] = [self._age(root)[0], {}]
+                    self._dirty_u[root] = None
+                for fp in fps[1:]:
+                    root = self._union(out, root, fp, w)
             if root not in self.roots:
                 self.roots[root] = [self._age(root)[0], {}]
                 self._dirty_u[root] = None
-            for fp in fps[1:]:
-                root = self._union(out, root, fp, w)
             comp = self.roots[root][1]
             if acct not in comp:
                 before = len(comp)
@@ -287,7 +303,6 @@ class CampaignProcessor:
         self._emit(out, acct, a, w)
 
     def _emit(self, out: list[Record], acct: str, a: AccountLinks, w: int) -> None:
-        kinds = self._kinds(a)
         cid = None
         size = None
         if a.cid is not None:
@@ -297,12 +312,12 @@ class CampaignProcessor:
             if len(comp) >= self.cfg.campaign_min_size:
                 cid = campaign_id_for(root)
                 size = len(comp)
-        summary = [sorted(kinds), cid]
+        summary = [sorted(a.kc), cid]
         if summary == a.sent:
             return
         a.sent = summary
         out.append(Record(topic="verdicts", key=acct.encode(), value=orjson.dumps(
-            {"k": "link", "a": acct, "o": a.org, "kinds": kinds, "cid": cid, "size": size, "w": w})))
+            {"k": "link", "a": acct, "o": a.org, "kinds": self._kinds(a), "cid": cid, "size": size, "w": w})))
 
     # -- bounds ---------------------------------------------------------------------------------
     def _expire(self) -> None:

@@ -56,7 +56,7 @@ class AccountState:
         "org", "created", "first", "last", "n", "cats", "el", "tools", "hours",
         "gn", "gmean", "gm2", "tin", "tout", "ips", "reuse", "models",
         "recent_ids", "prompt_keys", "fps", "day", "day_new", "next_learn", "sent",
-        "dirty", "beh", "lpay", "lua",
+        "dirty", "beh", "lpay", "lua", "scored_n", "scored_t",
     )
 
     def __init__(self) -> None:
@@ -88,6 +88,8 @@ class AccountState:
         self.beh = 0.0                          # last behaviour evidence
         self.lpay: str | None = None            # last payment fingerprint / client string seen
         self.lua: str | None = None             # (skip re-checking them on every request)
+        self.scored_n = 0                       # requests at the last behaviour scoring
+        self.scored_t = 0                       # event time of the last behaviour scoring
 
     @classmethod
     def new(cls, org: str | None, created_ms: int, ts_ms: int) -> AccountState:
@@ -189,7 +191,7 @@ class AccountState:
             self.hours, self.gn, self.gmean, self.gm2, self.tin, self.tout, list(self.ips),
             self.reuse, self.models, list(self.recent_ids), self.prompt_keys,
             list(self.fps), self.day, self.day_new, self.next_learn, self.sent, self.dirty, self.beh,
-            self.lpay, self.lua,
+            self.lpay, self.lua, self.scored_n, self.scored_t,
         ]
 
     @classmethod
@@ -197,7 +199,8 @@ class AccountState:
         st = cls()
         (st.org, st.created, st.first, st.last, st.n, st.cats, st.el, st.tools, st.hours, st.gn,
          st.gmean, st.gm2, st.tin, st.tout, ips, st.reuse, st.models, ids, st.prompt_keys, fps,
-         st.day, st.day_new, st.next_learn, st.sent, st.dirty, st.beh, st.lpay, st.lua) = v
+         st.day, st.day_new, st.next_learn, st.sent, st.dirty, st.beh, st.lpay, st.lua,
+         st.scored_n, st.scored_t) = v
         st.ips = dict.fromkeys(ips)
         st.recent_ids = dict.fromkeys(ids)
         st.fps = dict.fromkeys(fps)
