@@ -33,24 +33,33 @@ def output(path: str | None) -> Iterator[IO[bytes]]:
         f.close()
 
 
-def read_lines(path: str, chunk: int = 4096) -> Iterator[list[bytes]]:
-    """Non-empty lines of a (possibly gzipped) file, in chunks, without the trailing newline."""
+def read_numbered(path: str, chunk: int = 4096) -> Iterator[tuple[list[int], list[bytes]]]:
+    """Non-empty lines of a (possibly gzipped) file, in chunks, without the trailing newline,
+    with their physical line numbers (1-based; blank lines are skipped but counted)."""
     f = open_bin(path, "rb")
     try:
+        nums: list[int] = []
         buf: list[bytes] = []
-        for line in f:
+        for no, line in enumerate(f, 1):
             line = line.rstrip(b"\r\n")
             if not line.strip():
                 continue
+            nums.append(no)
             buf.append(line)
             if len(buf) >= chunk:
-                yield buf
-                buf = []
+                yield nums, buf
+                nums, buf = [], []
         if buf:
-            yield buf
+            yield nums, buf
     finally:
         if f is not sys.stdin.buffer:
             f.close()
+
+
+def read_lines(path: str, chunk: int = 4096) -> Iterator[list[bytes]]:
+    """Non-empty lines of a (possibly gzipped) file, in chunks, without the trailing newline."""
+    for _, lines in read_numbered(path, chunk):
+        yield lines
 
 
 def load_jsonl(path: str) -> list[Any]:

@@ -11,6 +11,7 @@ same flags, byte for byte.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -18,7 +19,7 @@ import structlog
 
 from consumers.core.config import DetectorConfig
 from consumers.core.pipeline import LocalPipeline
-from consumers.io import output, read_lines
+from consumers.io import output, read_numbered
 
 log = structlog.get_logger("distillwatch.replay")
 
@@ -42,17 +43,20 @@ def load_detector_config(path: str | None) -> DetectorConfig:
 
 def replay_file(path: str, out_path: str | None, cfg: DetectorConfig) -> dict[str, int]:
     """Replay a file; return counters. Malformed lines are reported on stderr."""
+    if path != "-" and not os.path.exists(path):
+        # before --output is opened: a typo must not truncate the flags of an earlier run
+        raise FileNotFoundError(2, "no such file", path)
     pipe = LocalPipeline(cfg)
     n_lines = n_flags = 0
     reported = 0
     t0 = time.perf_counter()
     with output(out_path) as out:
-        for lines in read_lines(path):
-            flags = pipe.feed(lines)
+        for numbers, lines in read_numbered(path):
+            flags = pipe.feed(lines, source=path, offsets=numbers)
             for r in pipe.dead_letters:
                 if reported < MAX_REPORTED_ERRORS:
                     h = dict(r.headers or [])
-                    line_no = int(h["dlq.offset"]) + 1
+                    line_no = int(h["dlq.offset"])
                     print(f"replay: line {line_no}: {h['dlq.error'].decode()}", file=sys.stderr)
                     reported += 1
             pipe.dead_letters.clear()

@@ -27,8 +27,8 @@ TASK_CATEGORIES = frozenset(
 )
 KNOWN_TIERS = ("free", "build", "scale", "enterprise")
 
-_SIMHASH_RE = re.compile(r"^[0-9a-fA-F]{16}$")
-_COUNTRY_RE = re.compile(r"^[A-Za-z]{2}$")
+_SIMHASH_RE = re.compile(r"[0-9a-fA-F]{16}\Z")
+_COUNTRY_RE = re.compile(r"[A-Za-z]{2}\Z")
 
 #: Largest accepted integer (JSON readers in other languages lose precision beyond 2**63).
 MAX_INT = 2**63 - 1
@@ -78,7 +78,7 @@ class RequestEvent(BaseModel):
     @field_validator("schema_version", mode="before")
     @classmethod
     def _no_bool_version(cls, v: Any) -> Any:
-        if type(v) is bool:
+        if type(v) is not int:
             raise ValueError("schema_version must be the integer 1")
         return v
 

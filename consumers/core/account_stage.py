@@ -109,6 +109,7 @@ class AccountProcessor:
                                     height=cfg.hst_height, window_size=cfg.hst_window)
         self.watermark = 0
         self.next_tick = 0
+        self.seq = 0                      # requests processed: orders accounts by recency
         self.model_first: dict[str, int] = {}
         self._changed: dict[str, None] = {}
         self._tombstones: list[str] = []
@@ -155,6 +156,8 @@ class AccountProcessor:
                 st.recent_ids = trim_oldest(st.recent_ids, 2 * cfg.dedup_window)
             if ts > self.watermark:
                 self.watermark = ts
+            self.seq += 1
+            st.touch = self.seq
             self.counters["events"] += 1
             st.update(ev)
             self._changed[acct] = None
@@ -283,7 +286,7 @@ class AccountProcessor:
                 out.append((_ACCOUNT_PREFIX + acct.encode(), orjson.dumps(st.to_list())))
         if self._model_dirty:
             out.append((MODEL_KEY, self.model.dumps()))
-        out.append((META_KEY, orjson.dumps({"wm": self.watermark, "nt": self.next_tick,
+        out.append((META_KEY, orjson.dumps({"wm": self.watermark, "nt": self.next_tick, "seq": self.seq,
                                             "mf": self.model_first, "c": self.counters})))
         self._tombstones = []
         self._model_dirty = False
@@ -304,12 +307,13 @@ class AccountProcessor:
             elif k == META_KEY:
                 m = orjson.loads(v)
                 self.watermark, self.next_tick, self.model_first = m["wm"], m["nt"], m["mf"]
+                self.seq = m["seq"]
                 self.counters.update(m.get("c", {}))
             elif k.startswith(_ACCOUNT_PREFIX):
                 acct = k[len(_ACCOUNT_PREFIX):].decode()
                 st = AccountState.from_list(orjson.loads(v))
-                states.append((st.last, acct, st))
-        states.sort(key=lambda t: (t[0], t[1]))
+                states.append((st.touch, acct, st))
+        states.sort(key=lambda t: t[0])  # recency order, exactly as live
         self.accounts = OrderedDict((a, st) for _, a, st in states)
         self._changed = {a: None for _, a, st in states if st.dirty}
 

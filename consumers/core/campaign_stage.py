@@ -47,7 +47,6 @@ STRONG_KINDS = ("prompt", "pay")
 #: kinds whose groups unite campaigns: templates, cards, proxy prefixes (not client strings or
 #: creation waves, which unrelated campaigns and honest users share)
 UNION_KINDS = ("prompt", "pay", "ip")
-_MAX_COMPONENT_MEMBERS = 50_000
 
 
 def kind_of(fp: str) -> str:
@@ -60,7 +59,7 @@ def campaign_id_for(root_fp: str) -> str:
 
 
 class Group:
-    __slots__ = ("kind", "members", "units", "n_units", "first", "last", "state", "since")
+    __slots__ = ("kind", "members", "units", "n_units", "first", "last", "state", "since", "touch")
 
     def __init__(self, kind: str, ts: int):
         self.kind = kind
@@ -71,38 +70,41 @@ class Group:
         self.last = ts
         self.state = 0                      # 0 plain, 1 shared evidence, 2 hot
         self.since = 0                      # ts at which it became evidence
+        self.touch = 0                      # sequence number of its last observation (recency)
 
     def to_list(self) -> list[Any]:
-        return [self.kind, self.members, self.n_units, self.first, self.last, self.state, self.since]
+        return [self.kind, self.members, self.n_units, self.first, self.last, self.state, self.since,
+                self.touch]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> Group:
         g = cls(v[0], v[3])
-        g.members, g.n_units, g.last, g.state, g.since = v[1], v[2], v[4], v[5], v[6]
+        g.members, g.n_units, g.last, g.state, g.since, g.touch = v[1], v[2], v[4], v[5], v[6], v[7]
         for u in g.members.values():
             g.units[u] = g.units.get(u, 0) + 1
         return g
 
 
 class AccountLinks:
-    __slots__ = ("org", "links", "kc", "cid", "sent", "last", "joined")
+    __slots__ = ("org", "links", "kc", "cid", "sent", "last", "joined", "touch")
 
     def __init__(self, org: str | None, ts: int):
         self.org = org
         self.joined = 0                   # sequence number of joining a campaign (restore order)
         self.links: dict[str, str] = {}  # evidence fingerprint -> kind
         self.kc: dict[str, int] = {}     # kind -> number of evidence links of that kind
+        self.touch = 0                    # sequence number of its last observation (recency)
         self.cid: str | None = None      # root fingerprint of its component, when a member
         self.sent: list[Any] = []
         self.last = ts
 
     def to_list(self) -> list[Any]:
-        return [self.org, self.links, self.cid, self.sent, self.last, self.joined]
+        return [self.org, self.links, self.cid, self.sent, self.last, self.joined, self.touch]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> AccountLinks:
         a = cls(v[0], v[4])
-        a.links, a.cid, a.sent, a.joined = v[1], v[2], v[3], v[5]
+        a.links, a.cid, a.sent, a.joined, a.touch = v[1], v[2], v[3], v[5], v[6]
         for kind in a.links.values():
             a.kc[kind] = a.kc.get(kind, 0) + 1
         return a
@@ -120,6 +122,7 @@ class CampaignProcessor:
         self.roots: dict[str, list[Any]] = {}       # root fp -> [since, first fp ts, members dict]
         self.watermark = 0
         self.seq = 0                                # campaign joins so far
+        self.tseq = 0                               # observations so far (recency order)
         self._dirty_g: dict[str, None] = {}
         self._dirty_a: dict[str, None] = {}
         self._dirty_u: dict[str, None] = {}
@@ -134,16 +137,17 @@ class CampaignProcessor:
             w = m.get("w", 0)
             if w > self.watermark:
                 self.watermark = w
+                self._expire()
             if m["k"] == "beh":
                 out.append(Record(topic="verdicts", key=r.key, value=r.value))
                 continue
             self.counters["observations"] += 1
             self._observe(out, m["f"], m["a"], m["o"], m["t"], w)
-        self._expire()
         return out
 
     def _observe(self, out: list[Record], fp: str, acct: str, org: str | None, ts: int, w: int) -> None:
         cfg = self.cfg
+        self.tseq += 1
         g = self.groups.get(fp)
         if g is None:
             g = Group(kind_of(fp), ts)
@@ -152,9 +156,24 @@ class CampaignProcessor:
                 self._evict_group()
         else:
             self.groups.move_to_end(fp)
-            if acct in g.members:
-                return
-        g.last = max(g.last, ts)
+        g.touch = self.tseq
+        if ts > g.last:
+            g.last = ts
+        self._dirty_g[fp] = None
+        a = self.accounts.get(acct)
+        if a is None:
+            a = AccountLinks(org, ts)
+            self.accounts[acct] = a
+            if len(self.accounts) > cfg.max_accounts_per_partition:
+                self._evict_account()
+        else:
+            self.accounts.move_to_end(acct)
+            if ts > a.last:
+                a.last = ts
+        a.touch = self.tseq
+        self._dirty_a[acct] = None
+        if acct in g.members:
+            return
         unit = org if org is not None else "a:" + acct
         if len(g.members) < cfg.max_members_per_fingerprint:
             g.members[acct] = unit
@@ -165,14 +184,6 @@ class CampaignProcessor:
         else:
             self.counters["member_cap"] += 1
             g.n_units += 1
-        self._dirty_g[fp] = None
-        a = self.accounts.get(acct)
-        if a is None:
-            a = AccountLinks(org, ts)
-            self.accounts[acct] = a
-        else:
-            self.accounts.move_to_end(acct)
-            a.last = max(a.last, ts)
         kind = g.kind
         if g.state == 0 and g.n_units >= cfg.link_min_units.get(kind, 4):
             g.state = 1
@@ -236,8 +247,7 @@ class CampaignProcessor:
             self._tomb.append(b"u:" + young.encode())
             was_active = len(ro[1]) >= self.cfg.campaign_min_size
             for member in ry[1]:
-                if len(ro[1]) < _MAX_COMPONENT_MEMBERS:
-                    ro[1][member] = None
+                ro[1][member] = None
             if len(ro[1]) >= self.cfg.campaign_min_size:
                 targets = ro[1] if not was_active else ry[1]
                 for member in sorted(targets):
@@ -284,8 +294,7 @@ class CampaignProcessor:
             comp = self.roots[root][1]
             if acct not in comp:
                 before = len(comp)
-                if before < _MAX_COMPONENT_MEMBERS:
-                    comp[acct] = None
+                comp[acct] = None
                 self.seq += 1
                 a.joined = self.seq
                 self._dirty_u[root] = None
@@ -298,9 +307,16 @@ class CampaignProcessor:
                                 self._dirty_a[member] = None
                                 self._emit(out, member, la, w)
             a.cid = root
-        else:
-            a.cid = None
+        elif a.cid is not None:
+            self._leave_campaign(acct, a)
         self._emit(out, acct, a, w)
+
+    def _leave_campaign(self, acct: str, a: AccountLinks) -> None:
+        root = self._find(a.cid) if a.cid is not None else None
+        if root is not None and root in self.roots:
+            self.roots[root][1].pop(acct, None)
+            self._dirty_u[root] = None
+        a.cid = None
 
     def _emit(self, out: list[Record], acct: str, a: AccountLinks, w: int) -> None:
         cid = None
@@ -331,9 +347,15 @@ class CampaignProcessor:
             acct, a = next(iter(self.accounts.items()))
             if a.last >= horizon:
                 break
-            self.accounts.popitem(last=False)
-            self._dirty_a.pop(acct, None)
-            self._tomb.append(b"m:" + acct.encode())
+            self._evict_account()
+
+    def _evict_account(self) -> None:
+        acct, a = self.accounts.popitem(last=False)
+        if a.cid is not None:
+            self._leave_campaign(acct, a)
+        self._dirty_a.pop(acct, None)
+        self._tomb.append(b"m:" + acct.encode())
+        self.counters["accounts_evicted"] = self.counters.get("accounts_evicted", 0) + 1
 
     def _evict_group(self) -> None:
         fp, _ = self.groups.popitem(last=False)
@@ -356,7 +378,8 @@ class CampaignProcessor:
             r = self.roots.get(fp)
             # members are not written: they are rebuilt from the accounts' links on restore
             out.append((b"u:" + fp.encode(), orjson.dumps([self.parent.get(fp), r[0] if r else None])))
-        out.append((META_KEY, orjson.dumps({"wm": self.watermark, "seq": self.seq, "c": self.counters})))
+        out.append((META_KEY, orjson.dumps({"wm": self.watermark, "seq": self.seq, "tseq": self.tseq,
+                                            "c": self.counters})))
         self._tomb, self._dirty_g, self._dirty_a, self._dirty_u = [], {}, {}, {}
         return out
 
@@ -372,23 +395,24 @@ class CampaignProcessor:
                 m = orjson.loads(v)
                 self.watermark = m["wm"]
                 self.seq = m["seq"]
+                self.tseq = m["tseq"]
                 self.counters.update(m.get("c", {}))
                 continue
             name = k[2:].decode()
             if k.startswith(b"g:"):
                 g = Group.from_list(orjson.loads(v))
-                groups.append((g.last, name, g))
+                groups.append((g.touch, name, g))
             elif k.startswith(b"m:"):
                 a = AccountLinks.from_list(orjson.loads(v))
-                accounts.append((a.last, name, a))
+                accounts.append((a.touch, name, a))
             elif k.startswith(b"u:"):
                 parent, since = orjson.loads(v)
                 if parent is not None:
                     self.parent[name] = parent
                 if since is not None:
                     self.roots[name] = [since, {}]
-        groups.sort(key=lambda t: (t[0], t[1]))
-        accounts.sort(key=lambda t: (t[0], t[1]))
+        groups.sort(key=lambda t: t[0])  # recency order, exactly as live
+        accounts.sort(key=lambda t: t[0])
         self.groups = OrderedDict((n, g) for _, n, g in groups)
         self.accounts = OrderedDict((n, a) for _, n, a in accounts)
         # campaign membership, in the order members joined (first seen, then id)

@@ -56,7 +56,7 @@ class AccountState:
         "org", "created", "first", "last", "n", "cats", "el", "tools", "hours",
         "gn", "gmean", "gm2", "tin", "tout", "ips", "reuse", "models",
         "recent_ids", "prompt_keys", "fps", "day", "day_new", "next_learn", "sent",
-        "dirty", "beh", "lpay", "lua", "scored_n", "scored_t",
+        "dirty", "beh", "lpay", "lua", "scored_n", "scored_t", "touch",
     )
 
     def __init__(self) -> None:
@@ -90,6 +90,7 @@ class AccountState:
         self.lua: str | None = None             # (skip re-checking them on every request)
         self.scored_n = 0                       # requests at the last behaviour scoring
         self.scored_t = 0                       # event time of the last behaviour scoring
+        self.touch = 0                          # partition sequence number of its last request
 
     @classmethod
     def new(cls, org: str | None, created_ms: int, ts_ms: int) -> AccountState:
@@ -191,7 +192,7 @@ class AccountState:
             self.hours, self.gn, self.gmean, self.gm2, self.tin, self.tout, list(self.ips),
             self.reuse, self.models, list(self.recent_ids), self.prompt_keys,
             list(self.fps), self.day, self.day_new, self.next_learn, self.sent, self.dirty, self.beh,
-            self.lpay, self.lua, self.scored_n, self.scored_t,
+            self.lpay, self.lua, self.scored_n, self.scored_t, self.touch,
         ]
 
     @classmethod
@@ -200,7 +201,7 @@ class AccountState:
         (st.org, st.created, st.first, st.last, st.n, st.cats, st.el, st.tools, st.hours, st.gn,
          st.gmean, st.gm2, st.tin, st.tout, ips, st.reuse, st.models, ids, st.prompt_keys, fps,
          st.day, st.day_new, st.next_learn, st.sent, st.dirty, st.beh, st.lpay, st.lua,
-         st.scored_n, st.scored_t) = v
+         st.scored_n, st.scored_t, st.touch) = v
         st.ips = dict.fromkeys(ips)
         st.recent_ids = dict.fromkeys(ids)
         st.fps = dict.fromkeys(fps)

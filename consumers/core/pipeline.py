@@ -63,12 +63,21 @@ class LocalPipeline:
         self.policy = PolicyProcessor(self.cfg, self.version, 0)
         self._offset = 0
 
-    def feed(self, values: Iterable[bytes], source: str = REQUESTS) -> list[bytes]:
-        """Process raw RequestEvent messages in order; return the Flag v1 values produced."""
+    def feed(self, values: Iterable[bytes], source: str = REQUESTS,
+             offsets: Iterable[int] | None = None) -> list[bytes]:
+        """Process raw RequestEvent messages in order; return the Flag v1 values produced.
+
+        ``offsets`` (e.g. line numbers of a file) end up in the DLQ headers of bad messages;
+        by default messages are numbered from 0 in the order they are fed.
+        """
         recs = []
-        for v in values:
-            recs.append(Record(topic=source, key=None, value=v, partition=0, offset=self._offset))
-            self._offset += 1
+        if offsets is None:
+            for v in values:
+                recs.append(Record(topic=source, key=None, value=v, partition=0, offset=self._offset))
+                self._offset += 1
+        else:
+            for v, off in zip(values, offsets, strict=True):
+                recs.append(Record(topic=source, key=None, value=v, partition=0, offset=off))
         obs: list[Record] = []
         for r in self.account.process(recs):
             (self.dead_letters if r.topic == DLQ else obs).append(r)

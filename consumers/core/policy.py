@@ -74,8 +74,10 @@ class PolicyProcessor:
         self.cfg = cfg
         self.version = detector_version
         self.partition = partition
-        # account -> [org, beh_score, beh_reasons, window_start, kinds, cid, size, action, flag_cid, last_w]
+        # account -> [org, beh_score, beh_reasons, window_start, kinds, cid, size, action, flag_cid,
+        #             last_w, touch]  (touch: sequence number of its last message = recency order)
         self.accounts: OrderedDict[str, list[Any]] = OrderedDict()
+        self.seq = 0
         self._dirty: dict[str, None] = {}
         self._tomb: list[str] = []
         self.counters = {"flags": 0}
@@ -87,10 +89,12 @@ class PolicyProcessor:
             acct = m["a"]
             s = self.accounts.get(acct)
             if s is None:
-                s = [m.get("o"), 0.0, [], m.get("ws", m["w"]), {}, None, None, None, None, 0]
+                s = [m.get("o"), 0.0, [], m.get("ws", m["w"]), {}, None, None, None, None, 0, 0]
                 self.accounts[acct] = s
             else:
                 self.accounts.move_to_end(acct)
+            self.seq += 1
+            s[10] = self.seq
             if m["k"] == "beh":
                 s[1], s[2], s[3] = m["b"], m["r"], m["ws"]
             else:
@@ -100,12 +104,12 @@ class PolicyProcessor:
             f = self.decide(acct, s)
             if f is not None:
                 out.append(Record(topic="flags", key=acct.encode(), value=f))
-        self._expire()
+            self._expire()
         return out
 
     def decide(self, acct: str, s: list[Any]) -> bytes | None:
         cfg = self.cfg
-        org, beh, beh_reasons, ws, kinds, cid, size, prev, prev_cid, w = s
+        org, beh, beh_reasons, ws, kinds, cid, size, prev, prev_cid, w, _ = s
         nk = len(kinds)
         if cid is not None:
             ec = min(0.95, 0.55 + 0.1 * max(0, nk - 2) + 0.1 * math.log10(max(size or 1, 1)))
@@ -173,6 +177,7 @@ class PolicyProcessor:
             s = self.accounts.get(acct)
             if s is not None:
                 out.append((b"p:" + acct.encode(), orjson.dumps(s)))
+        out.append((b"__meta__", orjson.dumps({"seq": self.seq})))
         self._tomb, self._dirty = [], {}
         return out
 
@@ -180,9 +185,17 @@ class PolicyProcessor:
         latest: dict[bytes, bytes | None] = {}
         for k, v in entries:
             latest[k] = v
+        rows = []
         for k, v in latest.items():
-            if v is not None and k.startswith(b"p:"):
-                self.accounts[k[2:].decode()] = orjson.loads(v)
+            if v is None:
+                continue
+            if k == b"__meta__":
+                self.seq = orjson.loads(v)["seq"]
+            elif k.startswith(b"p:"):
+                s = orjson.loads(v)
+                rows.append((s[10], k[2:].decode(), s))
+        rows.sort(key=lambda t: t[0])  # recency order, exactly as live
+        self.accounts = OrderedDict((a, s) for _, a, s in rows)
 
     def state_size(self) -> dict[str, int]:
         return {"accounts": len(self.accounts)}
