@@ -42,8 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import gc
+
     from consumers import logs
 
+    # The detector keeps a large, long-lived heap of small state objects; the default thresholds
+    # make the cyclic GC rescan it constantly (bench: 1.1-1.4x faster with these, same flags).
+    gc.set_threshold(50_000, 20, 100)
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     try:

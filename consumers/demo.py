@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -65,14 +64,13 @@ def _fmt_flag(f: dict[str, Any], label: dict[str, Any] | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from consumers import logs
     from consumers.detect import build_runners, ensure_pipeline_topics, pipeline_topics
     from consumers.evaluate import evaluate, headline_table, write_report
     from consumers.evaluate.cli import read_flags_topic
     from consumers.kafka.admin import TopicSpec, ensure_topics
     from consumers.sim.generator import generate
     from consumers.sim.writer import produce_events, write_events, write_labels
-
-    from consumers import logs
 
     if args.log_level.upper() == "INFO":
         logs.configure("WARNING", args.log_format)  # the demo narrates; runners only warn

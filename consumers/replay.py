@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--topic", metavar="T", help="replay a historical Kafka topic range instead")
     p.add_argument("--output", metavar="FILE", help="Flag v1 JSONL (default: standard output)")
     p.add_argument("--detector-config", metavar="FILE", help="JSON file of detector settings")
+    from consumers.replay_topic import add_topic_arguments
+
+    add_topic_arguments(p)
 
 
 def load_detector_config(path: str | None) -> DetectorConfig:

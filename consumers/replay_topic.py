@@ -1083,8 +1083,8 @@ def replay_topic(opts: ReplayOptions, cfg: DetectorConfig, stop: threading.Event
             if r.start == r.low and r.low > 0 and opts.from_ms is not None and r.size:
                 log.warning("replay_range_truncated", topic=opts.topic, partition=r.partition,
                             log_start_offset=r.low,
-                            hint="earlier messages were deleted by retention: the range starts "
-                                 "later than --from on this partition")
+                            hint="the range starts at the log start offset: older messages, "
+                                 "possibly inside the range, were deleted by retention")
         log.info("replay_start", run_id=opts.run_id, topic=opts.topic, group=opts.group_id,
                  **{"from": format_ms(opts.from_ms), "to": format_ms(opts.to_ms)},
                  messages=total, order=order, flags_topic=opts.flags_topic,

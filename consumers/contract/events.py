@@ -5,8 +5,11 @@ Two implementations of one rule set:
 * :class:`RequestEvent` — the pydantic model. It is the reference: ``schemas/request_event.v1.json``
   is generated from it, and analysts can use it to validate files.
 * :func:`parse_event` — the hot-path parser: ``orjson.loads`` plus plain type and range checks on a
-  dict, several times faster than the model (see ``bench/validation.py``). A property test
-  (``tests/unit/test_contract.py``) checks that both accept and reject the same inputs.
+  dict, returning the plain dict the core works on. Measured (``bench/validation.py``): 2.8x the
+  cost of ``orjson.loads`` alone, against 3.4x for ``RequestEvent.model_validate_json`` and 5.5x
+  for the model plus ``model_dump`` to get a dict — the hand checks cost about as much as the JSON
+  parse. A property test (``tests/unit/test_contract.py``) checks that both accept and reject the
+  same inputs.
 
 Rules (CONTRACT.md): strict on required fields, types and ranges; unknown extra fields are
 ignored; unknown ``account_tier`` values are kept; unknown ``task_category`` values become

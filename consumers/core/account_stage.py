@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from consumers.contract.events import InvalidEvent, parse_event
-from consumers.core.config import DAY_MS, HOUR_MS, DetectorConfig
+from consumers.core.config import DAY_MS, DetectorConfig
 from consumers.core.features import FEATURE_NAMES, AccountState, prompt_keys, trim_oldest
 from consumers.core.models.behaviour import BehaviourModel
 from consumers.core.stage import Record

@@ -24,7 +24,9 @@ campaign has ``campaign_min_size`` members, every member gets a verdict with the
 when two campaigns merge, the members of the younger one get the older id.
 
 Output: ``verdicts`` keyed by account: ``{"k": "link", "a", "o", "kinds": {kind: units},
-"cid", "size", "w"}`` and the relayed ``beh`` messages.
+"cid", "size", "w", "p"}`` (``p``: this partition — with several campaign-stage partitions an
+account's fingerprints, and so its verdicts, come from several of them; the policy stage keeps
+the latest verdict of each and combines them) and the relayed ``beh`` messages.
 
 Changelog keys: ``g:<fingerprint>`` (group), ``m:<account>`` (account links), ``u:<group>``
 (union-find parent and campaign roots), ``__meta__``.
@@ -333,7 +335,8 @@ class CampaignProcessor:
             return
         a.sent = summary
         out.append(Record(topic="verdicts", key=acct.encode(), value=orjson.dumps(
-            {"k": "link", "a": acct, "o": a.org, "kinds": self._kinds(a), "cid": cid, "size": size, "w": w})))
+            {"k": "link", "a": acct, "o": a.org, "kinds": self._kinds(a), "cid": cid, "size": size, "w": w,
+             "p": self.partition})))
 
     # -- bounds ---------------------------------------------------------------------------------
     def _expire(self) -> None:

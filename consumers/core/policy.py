@@ -61,6 +61,28 @@ BEH_DETAILS = {
 }
 
 
+def combine(by_source: dict[str, list[Any]]) -> tuple[dict[str, int], str | None, int | None]:
+    """Merge the latest verdicts of several campaign-stage partitions about one account.
+
+    Kinds of shared evidence are united (largest span per kind); of the campaigns the partitions
+    see, the largest wins (ties: the smallest id), so the choice does not depend on the order in
+    which the partitions' verdicts arrive.
+
+    >>> combine({"0": [{"ip": 5}, None, None], "1": [{"pay": 3, "ip": 7}, "cmp-b", 9], "2": [{}, "cmp-a", 9]})
+    ({'ip': 7, 'pay': 3}, 'cmp-a', 9)
+    """
+    kinds: dict[str, int] = {}
+    best: tuple[int, str] | None = None
+    for k_src, cid, size in by_source.values():
+        for k, v in k_src.items():
+            if v > kinds.get(k, 0):
+                kinds[k] = v
+        if cid is not None and (best is None or (-(size or 0), cid) < (-best[0], best[1])):
+            best = (size or 0, cid)
+    kinds = dict(sorted(kinds.items()))
+    return (kinds, best[1], best[0]) if best else (kinds, None, None)
+
+
 def _detail(code: str, v: Any) -> str:
     t = BEH_DETAILS.get(code, code)
     p = f"{v:.0%}" if isinstance(v, float | int) else str(v)
@@ -90,6 +112,7 @@ class PolicyProcessor:
             s = self.accounts.get(acct)
             if s is None:
                 s = [m.get("o"), 0.0, [], m.get("ws", m["w"]), {}, None, None, None, None, 0, 0]
+                # [4]: latest campaign verdict per campaign-stage partition: {p: [kinds, cid, size]}
                 self.accounts[acct] = s
             else:
                 self.accounts.move_to_end(acct)
@@ -98,7 +121,7 @@ class PolicyProcessor:
             if m["k"] == "beh":
                 s[1], s[2], s[3] = m["b"], m["r"], m["ws"]
             else:
-                s[4], s[5], s[6] = m["kinds"], m["cid"], m["size"]
+                s[4][str(m.get("p", 0))] = [m["kinds"], m["cid"], m["size"]]
             s[9] = m["w"]
             self._dirty[acct] = None
             f = self.decide(acct, s)
@@ -109,7 +132,8 @@ class PolicyProcessor:
 
     def decide(self, acct: str, s: list[Any]) -> bytes | None:
         cfg = self.cfg
-        org, beh, beh_reasons, ws, kinds, cid, size, prev, prev_cid, w, _ = s
+        org, beh, beh_reasons, ws, by_source, _, _, prev, prev_cid, w, _ = s
+        kinds, cid, size = combine(by_source)
         nk = len(kinds)
         if cid is not None:
             ec = min(0.95, 0.55 + 0.1 * max(0, nk - 2) + 0.1 * math.log10(max(size or 1, 1)))

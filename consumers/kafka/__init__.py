@@ -7,6 +7,14 @@
 * :mod:`consumers.kafka.changelog` — changelog layout and restore reader.
 * :mod:`consumers.kafka.metrics` — :class:`RunnerMetrics`.
 * :mod:`consumers.kafka.errors` — :class:`FatalRunnerError`, :class:`TopicError`.
+
+Plugging a stage in::
+
+    kafka = KafkaSettings()
+    topics = {"requests": kafka.requests_topic, "flags": kafka.flags_topic, "dlq": kafka.dlq_topic}
+    ensure_topics(kafka, [TopicSpec(kafka.flags_topic, n), TopicSpec(kafka.dlq_topic, n)])
+    runner = StageRunner(kafka, spec, topics, RunnerOptions(group_id=f"{kafka.group_id}.{spec.name}"))
+    runner.run()        # or run_all([runner_a, runner_b]) for several stages in one process
 """
 
 from consumers.kafka.admin import TopicSpec, changelog_spec, ensure_topics, partitions_of

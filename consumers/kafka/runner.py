@@ -38,9 +38,17 @@ Delivery guarantee (for enforcement teams and other subscribers)
   acts on a flag (suspends an account) must itself be idempotent — flags carry a deterministic
   ``flag_id`` for that. Records that were *produced* into the input topic twice by an upstream
   producer are two records to the stage (de-duplicating by ``event_id`` is the stage's business).
-* **Fatal errors** (a producer fenced by a newer instance with the same ``instance_id``, a fatal
-  librdkafka error, an exception raised by a processor = a bug) abort the open transaction and
-  raise :class:`FatalRunnerError`; the process exits non-zero and the orchestrator restarts it.
+* **A transaction older than ``transaction_timeout_ms``** (processing stalled) is aborted by the
+  broker; librdkafka reports that as "fenced". The runner recognises it by the transaction's age,
+  replaces its producer and resumes from the last checkpoint.
+* **Fatal errors** (a producer fenced by another live instance with the same ``instance_id``, a
+  fatal librdkafka error, an exception raised by a processor = a bug) abort the open transaction
+  and raise :class:`FatalRunnerError`; the process exits non-zero and the orchestrator restarts
+  it. Nothing committed is lost and nothing uncommitted becomes visible.
+* **Offsets belong to the changelog.** Restore trusts the group's committed offsets and the
+  stage's changelog together: resetting the group's offsets (or letting them expire:
+  ``offsets.retention.minutes``, 7 days for an empty group) without deleting the changelog
+  re-reads input into existing state. The runner logs a warning when it detects this.
 
 Failure policy for processor exceptions: an exception from ``process``/``take_changes``/``restore``
 is a bug in the stage, never data (bad input must go to the DLQ as a record). The runner aborts
@@ -143,8 +151,12 @@ class RunnerOptions:
     end and everything is committed. ``txn_call_timeout_s`` is passed to librdkafka's
     transactional calls; a call still blocked ``txn_watchdog_margin_s`` later is treated as hung
     (librdkafka issues #5456/#5511: ``send_offsets_to_transaction`` can ignore its timeout after a
-    broker restart): the producer is replaced and the runner resumes from the last checkpoint. ``fault_hook`` is for tests only: called with a point name
-    (``"batch"``, ``"checkpoint"``, ``"commit"``) and may raise to simulate failures.
+    broker restart): the producer is replaced and the runner resumes from the last checkpoint.
+    ``restore_settle_timeout_s`` (default ``transaction_timeout_ms`` + 10 s) bounds how long a
+    restore waits for the changelog to catch up with the committed offset (see
+    :mod:`consumers.kafka.changelog`); it is only reached after an operator reset the group's
+    offsets. ``fault_hook`` is for tests only: called with a point name (``"batch"``,
+    ``"checkpoint"``, ``"commit"``) and may raise to simulate failures.
     """
 
     group_id: str

@@ -4,6 +4,7 @@ tests only check that the benchmarks measure what they claim (counts, consistenc
 
 from __future__ import annotations
 
+import gc
 import math
 import sys
 import types
@@ -99,7 +100,9 @@ def test_sample_spreads_over_the_input() -> None:
 
 
 def test_core_section_counts_are_consistent(ds: common.Dataset) -> None:
+    gc_before = gc.get_threshold()
     sec = core.run(ds.raw, repeat=2, chunk=256, checkpoint_every=500)
+    assert gc.get_threshold() == gc_before  # the GC variant restores the process's thresholds
     assert sec["info"]["checkpoints"] == math.ceil(len(ds) / 512)  # every 2 chunks + the last
     rows = {r["case"]: r for r in check_rows(sec, "core", 2)}
     info = sec["info"]
@@ -119,6 +122,7 @@ def test_core_section_counts_are_consistent(ds: common.Dataset) -> None:
     assert rows["flags/event"]["median"] == pytest.approx(info["flags"] / n)
     assert rows["LocalPipeline (3 stages, in memory)"]["ratio"] is None
     assert rows["account stage alone"]["ratio_to"] == "LocalPipeline"
+    assert rows[f"LocalPipeline, gc.set_threshold{core.GC_THRESHOLD}"]["ratio_to"] == "LocalPipeline"
 
 
 def test_core_profile(ds: common.Dataset) -> None:

@@ -21,7 +21,6 @@ True
 from __future__ import annotations
 
 import pickle
-from river import anomaly
 
 _BINS = 200
 
@@ -31,6 +30,8 @@ class BehaviourModel:
 
     def __init__(self, n_features: int, seed: int = 42, n_trees: int = 15, height: int = 8,
                  window_size: int = 250):
+        from river import anomaly  # imported here: river (and scipy) cost ~1 s of start-up
+
         self.n_features = n_features
         limits = {i: (0.0, 1.0) for i in range(n_features)}
         self.hst = anomaly.HalfSpaceTrees(

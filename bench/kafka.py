@@ -1,0 +1,493 @@
+"""On the real broker, in one run: produce the scenario, consume it raw (the ceiling), run detect.
+
+For each requested partition count ``P``:
+
+1. **produce** the data set to a fresh ``<prefix>p<P>.requests`` topic (``retention.ms=-1``:
+   message timestamps are the events' ``ts_ms``, months in the past), keyed by ``account_id``,
+   with the simulator's producer settings (lz4, ``linger.ms`` 20, idempotent);
+2. **raw consume** — a plain ``Consumer`` (``read_committed``, ``assign`` at the beginning, no
+   group join) reading the whole topic with ``consume(num_messages=...)`` doing nothing per
+   message, then with ``orjson.loads`` of each value, then with ``parse_event``: the ceiling of a
+   Python consumer on this machine;
+3. **detect, sequential** — what ``distillwatch detect --stop-at-end`` does: ``ensure_pipeline_topics``
+   then :func:`consumers.detect.build_runners` and each stage's ``run()`` one after the other
+   (account, campaign, policy) with the default ``DetectSettings``. The account stage alone and the
+   whole pipeline are reported, in events/s of the requests topic, by wall time (``run()`` call to
+   return: start-up, group join, restore, processing, final commit, close) and *streaming* (first
+   to last ``process`` call);
+4. **detect, threaded** (optional) — what ``distillwatch detect`` runs live: the three stages in
+   threads of one process (:func:`consumers.kafka.runner.run_all`), stopped once every stage has
+   consumed everything the stage before it produced; wall time from start to all runners stopped.
+
+Each repeat uses a fresh group id (so fresh internal topics and changelogs) and the ratio
+detect ÷ raw is given. With one partition the number of flags must equal file replay's (checked
+when ``expected_flags`` is given). Every topic with the run's prefix and every consumer group of
+the run is deleted at the end, even on failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from bench.common import Dataset, make_row, rate, set_ratio
+
+SECTION = "kafka"
+STAGES = ("account", "campaign", "policy")
+
+
+class BrokerUnavailable(RuntimeError):
+    """No broker answered on the bootstrap servers."""
+
+
+# ----------------------------------------------------------------------------- instrumentation
+
+
+@dataclasses.dataclass
+class StageClock:
+    """Times of a stage's processor calls (all partitions of the runner together)."""
+
+    first: float | None = None
+    last: float | None = None
+    busy: float = 0.0
+    changes: float = 0.0
+    calls: int = 0
+
+
+class _TimedProcessor:
+    """A processor proxy that records when ``process`` runs and how long it takes."""
+
+    def __init__(self, proc: Any, clock: StageClock):
+        self._proc = proc
+        self._clock = clock
+
+    def process(self, records: list[Any]) -> list[Any]:
+        c = self._clock
+        t0 = time.perf_counter()
+        if c.first is None:
+            c.first = t0
+        out = self._proc.process(records)
+        c.last = time.perf_counter()
+        c.busy += c.last - t0
+        c.calls += 1
+        return out
+
+    def take_changes(self) -> list[tuple[bytes, bytes | None]]:
+        t0 = time.perf_counter()
+        out = self._proc.take_changes()
+        self._clock.changes += time.perf_counter() - t0
+        return out
+
+    def restore(self, entries: Any) -> None:
+        self._proc.restore(entries)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._proc, name)
+
+
+def instrument(runner: Any) -> StageClock:
+    """Wrap the processors ``runner`` will build so their calls are timed."""
+    clock = StageClock()
+    factory = runner.spec.factory
+    runner.spec = dataclasses.replace(runner.spec, factory=lambda p: _TimedProcessor(factory(p), clock))
+    return clock
+
+
+# ----------------------------------------------------------------------------- broker helpers
+
+
+def _admin(bootstrap: str) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def check_broker(bootstrap: str, timeout: float = 5.0) -> None:
+    """Raise :class:`BrokerUnavailable` unless a broker answers within ``timeout``."""
+    from confluent_kafka import KafkaException
+
+    try:
+        _admin(bootstrap).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"no Kafka broker on {bootstrap}: {exc}") from exc
+
+
+def produce_dataset(bootstrap: str, topic: str, ds: Dataset, timeout: float = 300.0) -> float:
+    """Produce every event (key account_id, timestamp ts_ms); returns seconds to the last ack."""
+    from confluent_kafka import Producer
+
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 20,
+        "batch.size": 1_000_000,
+        "batch.num.messages": 100_000,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 500_000,
+        "queue.buffering.max.kbytes": 512 * 1024,
+        "enable.idempotence": True,
+    })
+    errors: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    produce = producer.produce
+    t0 = time.perf_counter()
+    for i, (value, key, ts) in enumerate(zip(ds.raw, ds.keys, ds.ts, strict=True)):
+        while True:
+            try:
+                produce(topic, value, key, timestamp=ts, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 1000 == 0:
+            producer.poll(0)
+    left = producer.flush(timeout)
+    secs = time.perf_counter() - t0
+    if errors or left:
+        raise RuntimeError(f"produce to {topic}: {len(errors)} errors, {left} undelivered; "
+                           f"first: {errors[:1]}")
+    return secs
+
+
+def raw_consume(bootstrap: str, topic: str, partitions: int, expected: int,
+                decode: Callable[[bytes], Any] | None = None, batch: int = 10_000,
+                timeout: float = 300.0) -> dict[str, float]:
+    """Read the whole topic with a plain consumer; ``decode`` is applied to every value.
+
+    Returns ``{"seconds", "streaming_seconds", "messages"}``: ``seconds`` from ``assign`` to the
+    end of every partition, ``streaming_seconds`` from the first batch with messages.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"dw-bench-raw-{uuid.uuid4().hex[:12]}",  # never joined nor committed
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+        "isolation.level": "read_committed",
+    })
+    eof_code = KafkaError._PARTITION_EOF
+    n = 0
+    eof: set[int] = set()
+    first: float | None = None
+    try:
+        t0 = time.perf_counter()
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        deadline = t0 + timeout
+        while len(eof) < partitions or n < expected:
+            msgs = consumer.consume(num_messages=batch, timeout=0.5)
+            if msgs and first is None:
+                first = time.perf_counter()
+            for m in msgs:
+                err = m.error()
+                if err is None:
+                    n += 1
+                    if decode is not None:
+                        decode(m.value())
+                elif err.code() == eof_code:
+                    eof.add(m.partition())
+                else:
+                    raise RuntimeError(f"raw consume of {topic}: {err}")
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"raw consume of {topic}: {n}/{expected} messages in {timeout}s")
+        t1 = time.perf_counter()
+    finally:
+        consumer.close()
+    if n != expected:
+        raise RuntimeError(f"raw consume of {topic}: {n} messages, expected {expected}")
+    return {"seconds": t1 - t0, "streaming_seconds": t1 - (first or t0), "messages": n}
+
+
+def _settings(bootstrap: str, topic: str, prefix: str, group: str) -> Any:
+    from consumers.config import KafkaSettings
+
+    return KafkaSettings(bootstrap_servers=bootstrap, requests_topic=topic,
+                         flags_topic=f"{prefix}{group}.flags", dlq_topic=f"{prefix}{group}.dlq",
+                         internal_prefix=prefix, group_id=group)
+
+
+def _runners(kafka: Any, stop_at_end: bool, cfg: Any) -> tuple[list[Any], list[StageClock]]:
+    from consumers.config import DetectSettings
+    from consumers.detect import build_runners
+
+    runners = build_runners(kafka, cfg, DetectSettings(), STAGES, stop_at_end=stop_at_end,
+                            progress_interval_s=3600.0)
+    return runners, [instrument(r) for r in runners]
+
+
+def _stage_result(r: Any, clock: StageClock, t_start: float, t_end: float) -> dict[str, Any]:
+    snap = r.metrics.snapshot()
+    return {
+        "stage": r.spec.name,
+        "wall_s": t_end - t_start,
+        "startup_s": (clock.first - t_start) if clock.first is not None else None,
+        "streaming_s": (clock.last - clock.first) if clock.first is not None and clock.last else None,
+        "shutdown_s": (t_end - clock.last) if clock.last is not None else None,
+        "process_busy_s": clock.busy,
+        "take_changes_s": clock.changes,
+        "process_calls": clock.calls,
+        "consumed": snap["consumed"],
+        "produced": snap["produced"],
+        "checkpoints": snap["checkpoints"],
+        "changelog_records": snap["changelog_records"],
+        "aborts": snap["aborts"],
+    }
+
+
+def _run_to_end(runner: Any, timeout: float) -> bool:
+    """``runner.run()`` in a worker thread (so Ctrl-C reaches us, not the runner's handler);
+    stops it after ``timeout`` seconds. Returns True when it had to be stopped."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            runner.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    th = threading.Thread(target=target, name=f"bench-{runner.spec.name}", daemon=True)
+    deadline = time.perf_counter() + timeout
+    timed_out = False
+    th.start()
+    try:
+        while th.is_alive():
+            th.join(0.05)
+            if not timed_out and time.perf_counter() > deadline:
+                timed_out = True
+                runner.stop()
+    except BaseException:
+        runner.stop()
+        th.join(60)
+        raise
+    if errors:
+        raise errors[0]
+    return timed_out
+
+
+def detect_sequential(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
+                      timeout: float) -> dict[str, Any]:
+    """``detect --stop-at-end``: topics, runners, then each stage's ``run()`` in pipeline order."""
+    from consumers.detect import ensure_pipeline_topics
+
+    kafka = _settings(bootstrap, topic, prefix, group)
+    t0 = time.perf_counter()
+    ensure_pipeline_topics(kafka)
+    setup = time.perf_counter() - t0
+    runners, clocks = _runners(kafka, True, cfg)
+    stages = []
+    for r, clock in zip(runners, clocks, strict=True):
+        t_start = time.perf_counter()
+        timed_out = _run_to_end(r, timeout)
+        t_end = time.perf_counter()
+        res = _stage_result(r, clock, t_start, t_end)
+        res["timed_out"] = timed_out
+        stages.append(res)
+    return {"group": group, "setup_s": setup, "stages": stages,
+            "flags": runners[-1].metrics.produced.get("flags", 0),
+            "wall_s": sum(s["wall_s"] for s in stages)}
+
+
+def detect_threaded(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any, n_events: int,
+                    timeout: float) -> dict[str, Any]:
+    """``detect`` (all stages in threads, :func:`run_all`) until every stage caught up, then stop."""
+    from consumers.detect import ensure_pipeline_topics
+    from consumers.kafka.runner import run_all
+
+    kafka = _settings(bootstrap, topic, prefix, group)
+    t0 = time.perf_counter()
+    ensure_pipeline_topics(kafka)
+    setup = time.perf_counter() - t0
+    runners, clocks = _runners(kafka, False, cfg)
+    acc, camp, pol = runners
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run_all(runners)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    th = threading.Thread(target=target, name="bench-detect", daemon=True)
+    t_start = time.perf_counter()
+    th.start()
+    caught_up = None
+    seen: tuple[int, ...] | None = None
+    try:
+        while th.is_alive():
+            am, cm, pm = acc.metrics, camp.metrics, pol.metrics
+            snap = (am.consumed, am.produced["observations"], cm.consumed, cm.produced["verdicts"],
+                    pm.consumed, am.aborts + cm.aborts + pm.aborts)
+            done = (snap[0] >= n_events and snap[2] >= snap[1] and snap[4] >= snap[3]
+                    and not snap[5])
+            # the runner counts a batch as consumed just before producing its outputs: only a
+            # snapshot that stays the same for 0.1 s means every stage has caught up
+            if done and snap == seen:
+                caught_up = time.perf_counter()
+                break
+            seen = snap if done else None
+            if time.perf_counter() - t_start > timeout:
+                break
+            time.sleep(0.1 if done else 0.02)
+    finally:  # also on Ctrl-C: stop the runners (they commit and leave their groups)
+        for r in runners:
+            r.stop()
+        th.join(120)
+    t_end = time.perf_counter()
+    if errors:
+        raise errors[0]
+    stages = [_stage_result(r, c, t_start, t_end) for r, c in zip(runners, clocks, strict=True)]
+    return {"group": group, "setup_s": setup, "stages": stages, "wall_s": t_end - t_start,
+            "caught_up_s": (caught_up - t_start) if caught_up else None,
+            "timed_out": caught_up is None, "flags": pol.metrics.produced.get("flags", 0)}
+
+
+def cleanup(bootstrap: str, prefix: str, groups: Sequence[str]) -> dict[str, Any]:
+    """Delete every topic named ``prefix*`` and the given consumer groups (best effort)."""
+    admin = _admin(bootstrap)
+    topics = sorted(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix))
+    deleted, failed = 0, []
+    if topics:
+        for name, fut in admin.delete_topics(topics, operation_timeout=30).items():
+            try:
+                fut.result(60)
+                deleted += 1
+            except Exception as exc:  # noqa: BLE001 - reported
+                failed.append(f"{name}: {exc}")
+    groups_deleted = 0
+    if groups:
+        try:
+            for _g, fut in admin.delete_consumer_groups(list(groups), request_timeout=30).items():
+                try:
+                    fut.result(60)
+                    groups_deleted += 1
+                except Exception:  # noqa: BLE001 - e.g. a group that never committed
+                    pass
+        except Exception:  # noqa: BLE001
+            pass
+    return {"topics_deleted": deleted, "topics_failed": failed, "groups_deleted": groups_deleted}
+
+
+# ----------------------------------------------------------------------------- the section
+
+
+def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
+        bootstrap: str = "127.0.0.1:9092", threaded: bool = True, raw_batch: int | None = None,
+        expected_flags: int | None = None, cfg: Any = None, timeout: float | None = None,
+        log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """All Kafka measurements for each partition count in ``partitions``; the ``kafka`` section."""
+    from consumers.config import DetectSettings, KafkaSettings
+    from consumers.contract.events import parse_event
+    from consumers.core.config import DetectorConfig
+    from consumers.kafka.admin import TopicSpec, ensure_topics
+
+    cfg = cfg or DetectorConfig()
+    # the same consume() batch as detect's runners, so the ceiling is comparable
+    raw_batch = raw_batch or DetectSettings().batch_size
+    check_broker(bootstrap)
+    n = len(ds)
+    if not n:
+        raise ValueError("no events")
+    timeout = timeout or max(120.0, n / 500.0)
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    prefix = f"dw-bench.{run_id}."
+    groups: list[str] = []
+    rows: list[dict[str, Any]] = []
+    info: dict[str, Any] = {"events": n, "repeat": repeat, "prefix": prefix, "bootstrap": bootstrap,
+                            "partitions": list(partitions), "runs": []}
+    try:
+        for P in partitions:
+            topic = f"{prefix}p{P}.requests"
+            ensure_topics(KafkaSettings(bootstrap_servers=bootstrap),
+                          [TopicSpec(topic, P, config={"retention.ms": "-1"})])
+            log(f"kafka: producing {n:,} events to {topic} ({P} partition(s))")
+            t_prod = produce_dataset(bootstrap, topic, ds)
+            rows.append(make_row(SECTION, f"P={P} produce (lz4, idempotent, ts=ts_ms)", [rate(n, t_prod)],
+                                 "events/s", f"{t_prod:.2f}s to the last ack"))
+            raw: dict[str, list[dict[str, float]]] = {"nothing": [], "orjson.loads": [], "parse_event": []}
+            seq: list[dict[str, Any]] = []
+            thr: list[dict[str, Any]] = []
+            for rep in range(repeat):
+                for name, fn in (("nothing", None), ("orjson.loads", orjson.loads), ("parse_event", parse_event)):
+                    raw[name].append(raw_consume(bootstrap, topic, P, n, fn, raw_batch))
+                log(f"kafka: P={P} repeat {rep + 1}/{repeat}: raw "
+                    f"{n / raw['nothing'][-1]['seconds']:,.0f} ev/s; detect (sequential) ...")
+                group = f"dwb-{run_id}-p{P}-s{rep}"
+                groups += [f"{group}.{s}" for s in STAGES]
+                seq.append(detect_sequential(bootstrap, topic, prefix, group, cfg, timeout))
+                log(f"kafka: P={P} repeat {rep + 1}/{repeat}: detect sequential {n / seq[-1]['wall_s']:,.0f} ev/s"
+                    + ("; detect (threaded) ..." if threaded else ""))
+                if threaded:
+                    group = f"dwb-{run_id}-p{P}-t{rep}"
+                    groups += [f"{group}.{s}" for s in STAGES]
+                    thr.append(detect_threaded(bootstrap, topic, prefix, group, cfg, n, timeout))
+            info["runs"].append({"partitions": P, "produce_s": t_prod, "raw": raw,
+                                 "sequential": seq, "threaded": thr})
+            rows += _rows_for(P, n, raw, seq, thr, expected_flags if P == 1 else None)
+    finally:
+        info["cleanup"] = cleanup(bootstrap, prefix, groups)
+    return {"section": SECTION, "rows": rows, "info": info}
+
+
+def _rows_for(P: int, n: int, raw: dict[str, list[dict[str, float]]], seq: list[dict[str, Any]],
+              thr: list[dict[str, Any]], expected_flags: int | None) -> list[dict[str, Any]]:
+    rows = []
+    tag = f"P={P}"
+    raw_rows = {}
+    for name, runs in raw.items():
+        what = "does nothing" if name == "nothing" else f"{name} of each value"
+        stream = sorted(rate(n, r["streaming_seconds"]) for r in runs)[len(runs) // 2]
+        raw_rows[name] = make_row(SECTION, f"{tag} raw consume, {what}", [rate(n, r["seconds"]) for r in runs],
+                                  "events/s", f"streaming {stream:,.0f} ev/s")
+        rows.append(raw_rows[name])
+    base = raw_rows["nothing"]
+    for r in rows:
+        set_ratio(r, base, "raw")
+    raw_stream = sorted(rate(n, r["streaming_seconds"]) for r in raw["nothing"])[len(raw["nothing"]) // 2]
+
+    def stage_rows(label: str, results: list[dict[str, Any]], which: Sequence[str]) -> dict[str, Any]:
+        walls = [sum(s["wall_s"] for s in res["stages"] if s["stage"] in which) for res in results]
+        streams = [sum(s["streaming_s"] or 0.0 for s in res["stages"] if s["stage"] in which)
+                   for res in results]
+        busy = [sum(s["process_busy_s"] for s in res["stages"] if s["stage"] in which) for res in results]
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        stream = rate(n, med(streams))
+        note = (f"streaming {stream:,.0f} ev/s = {stream / raw_stream:.2f}x raw streaming; "
+                f"in process() {med(busy):.2f}s of {med(walls):.2f}s wall")
+        return make_row(SECTION, label, [rate(n, w) for w in walls], "events/s", note)
+
+    acc = stage_rows(f"{tag} detect --stage account (stop-at-end)", seq, ("account",))
+    whole = stage_rows(f"{tag} detect --stop-at-end, 3 stages in turn", seq, STAGES)
+    flags = sorted({res["flags"] for res in seq})
+    whole["note"] += f"; flags {'/'.join(map(str, flags))}"
+    if expected_flags is not None:
+        whole["note"] += " = replay ✓" if flags == [expected_flags] else f" ≠ replay {expected_flags} ✗"
+        whole["flags_match_replay"] = flags == [expected_flags]
+    for r in (acc, whole):
+        set_ratio(r, base, "raw")
+        rows.append(r)
+    if thr:
+        walls = [res["wall_s"] for res in thr]
+        busy = [sum(s["process_busy_s"] for s in res["stages"]) for res in thr]
+        tflags = sorted({res["flags"] for res in thr})
+        note = (f"in process() {sorted(busy)[len(busy) // 2]:.2f}s (3 threads); flags "
+                f"{'/'.join(map(str, tflags))}")
+        if any(res["timed_out"] for res in thr):
+            note += "; TIMED OUT"
+        if expected_flags is not None:
+            note += " = replay ✓" if tflags == [expected_flags] else f" ≠ replay {expected_flags} ✗"
+        row = make_row(SECTION, f"{tag} detect (threads, run_all) until caught up", [rate(n, w) for w in walls],
+                       "events/s", note)
+        set_ratio(row, base, "raw")
+        rows.append(row)
+    return rows
