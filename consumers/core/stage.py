@@ -13,8 +13,9 @@ are given (never on batch boundaries or the wall clock), both give the same outp
 Contract for a processor:
 
 * ``process(records)`` handles records in order and returns the records to emit, in order.
-  Output ``topic`` is a *logical* topic name (``"flags"``, ``"dlq"``, ``"observations"``...);
-  the runner maps it to a real topic name from configuration.
+  An input record's ``topic`` is the real topic it was read from (it goes into DLQ headers); an
+  output record's ``topic`` is a *logical* name (``"flags"``, ``"dlq"``, ``"observations"``...)
+  that the runner maps to a real topic name from configuration.
 * ``take_changes()`` returns the state changes since the previous call as changelog entries
   ``(key, value)`` — ``value=None`` is a tombstone — and forgets them. The runner writes them to
   the stage's compacted changelog topic in the same transaction as the outputs and offsets.

@@ -494,7 +494,7 @@ class StageRunner:
             self._rewind(f"producer replaced: {exc}")
 
     def _process(self, msgs: list[Message]) -> None:
-        in_name = self.input_name
+        in_name = self.input_topic  # the real name: processors put it in DLQ headers
         by_part: dict[int, list[Record]] = {}
         eof_at: dict[int, int] | None = None
         for m in msgs:
