@@ -57,7 +57,7 @@ class DetectorConfig(BaseModel):
     campaign_min_size: int = Field(5, description="accounts a campaign needs before its members are enforced")
     suspend_score: float = 0.8
     throttle_score: float = 0.55
-    review_score: float = 0.35
+    review_score: float = Field(0.45, description="combined score from which an account goes to the review queue (no enforcement)")
 
     def fingerprint(self) -> str:
         """Short hash of the configuration, logged and stamped into run metadata."""
