@@ -41,7 +41,7 @@ from consumers.core.pipeline import LocalPipeline
 from consumers.diff import compare
 from consumers.diff import run as diff_run
 from consumers.kafka.changelog import read_changelog
-from consumers.replay_topic import DEFAULT_FLAGS_TOPIC_PREFIX, add_topic_arguments
+from consumers.replay_topic import DEFAULT_FLAGS_TOPIC_PREFIX
 from consumers.sim.generator import generate
 from consumers.sim.writer import produce_events
 from tests.eventgen import T0, valid_event, write_jsonl
@@ -112,8 +112,7 @@ def iso(ms: int) -> str:
 
 def replay_cli(bootstrap: str, *argv: str) -> int:
     p = argparse.ArgumentParser()
-    replay.add_arguments(p)
-    add_topic_arguments(p)
+    replay.add_arguments(p)  # includes the --topic options (add_topic_arguments)
     return replay.run(p.parse_args(["--bootstrap-servers", bootstrap, "--progress", "none", *argv]))
 
 

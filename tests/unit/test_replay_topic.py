@@ -26,7 +26,6 @@ from consumers.replay_topic import (
     ReplayOptions,
     StreamMerger,
     WarmStartTarget,
-    add_topic_arguments,
     latest_entries,
     parse_time,
     resolve_range,
@@ -155,8 +154,7 @@ def test_merge_waits_for_every_open_partition() -> None:
 
 def parse(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
-    replay.add_arguments(p)
-    add_topic_arguments(p)
+    replay.add_arguments(p)  # includes the --topic options (add_topic_arguments)
     return p.parse_args(list(argv))
 
 
