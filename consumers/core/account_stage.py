@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from consumers.contract.events import InvalidEvent, parse_event
-from consumers.core.config import DAY_MS, DetectorConfig
+from consumers.core.config import DAY_MS, HOUR_MS, DetectorConfig
 from consumers.core.features import FEATURE_NAMES, AccountState, prompt_keys, trim_oldest
 from consumers.core.models.behaviour import BehaviourModel
 from consumers.core.stage import Record
@@ -67,7 +67,8 @@ def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[l
     """Per-account evidence in [0, 1] and its reasons ``[[code, value], ...]``.
 
     A weighted sum of interpretable signals (THREATS.md): freshness, capability targeting,
-    reasoning elicitation, round-the-clock activity, volume, and the model's anomaly quantile.
+    reasoning elicitation, round-the-clock activity, volume, the model's anomaly quantile, and a
+    move to a newly released model within ``model_switch_ms`` of its release.
     None of them is damning alone; the policy enforces on behaviour alone only when a fresh
     account also runs at heavy volume.
     """
@@ -81,7 +82,9 @@ def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[l
     cap_x = _c01((cap - 0.6) / 0.35)
     el_x = _c01((el - 0.4) / 0.45)
     rtc_x = _c01((rtc - 0.75) / 0.2)
-    score = _c01(0.30 * fresh + 0.15 * cap_x + 0.15 * el_x + 0.15 * rtc_x + 0.35 * vol + 0.15 * anom)
+    switch = 1.0 if st.switch_h >= 0 else 0.0
+    score = _c01(0.30 * fresh + 0.15 * cap_x + 0.15 * el_x + 0.15 * rtc_x + 0.35 * vol + 0.15 * anom
+                 + 0.10 * switch)
     reasons: list[list[Any]] = []
     if fresh >= 0.8:
         reasons.append(["FRESH_ACCOUNT", round(st.age_days_at_first(), 2)])
@@ -95,6 +98,8 @@ def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[l
         reasons.append(["HIGH_VOLUME", round(rate, 1)])
     if anom >= 0.5:
         reasons.append(["BEHAVIOUR_ANOMALY", round(quantile, 4)])
+    if switch:
+        reasons.append(["MODEL_SWITCH", st.switch_h])
     return score, reasons
 
 
@@ -110,6 +115,7 @@ class AccountProcessor:
         self.watermark = 0
         self.next_tick = 0
         self.seq = 0                      # requests processed: orders accounts by recency
+        self.started = -1                 # event time of the first request the partition saw
         self.model_first: dict[str, int] = {}
         self._changed: dict[str, None] = {}
         self._tombstones: list[str] = []
@@ -130,6 +136,8 @@ class AccountProcessor:
                 out.append(dlq_record(r, e.reason))
                 continue
             ts = ev["ts_ms"]
+            if self.started < 0:
+                self.started = ts
             if ts >= self.next_tick:
                 if self.next_tick:
                     self._tick(out)
@@ -184,8 +192,14 @@ class AccountProcessor:
         model = ev["model"]
         if model not in st.models and len(st.models) < _MAX_MODELS:
             st.models[model] = ts
-            if model not in self.model_first and len(self.model_first) < 10_000:
-                self.model_first[model] = ts
+            released = self.model_first.get(model)
+            if released is None:
+                if len(self.model_first) < 10_000:
+                    self.model_first[model] = ts
+            elif (released - self.started >= DAY_MS      # a release we watched, not a model we met at start
+                  and st.first < released                  # the account predates it: it *moved*
+                  and ts - released <= self.cfg.model_switch_ms and st.switch_h < 0):
+                st.switch_h = round((ts - released) / HOUR_MS, 1)
         # prompts: announce the keys in the consistent sample (the same 1/16 of all keys for every
         # account, so accounts sharing a template meet on its sampled keys at first use), and any
         # key the account itself repeats
@@ -286,7 +300,7 @@ class AccountProcessor:
                 out.append((_ACCOUNT_PREFIX + acct.encode(), orjson.dumps(st.to_list())))
         if self._model_dirty:
             out.append((MODEL_KEY, self.model.dumps()))
-        out.append((META_KEY, orjson.dumps({"wm": self.watermark, "nt": self.next_tick, "seq": self.seq,
+        out.append((META_KEY, orjson.dumps({"wm": self.watermark, "nt": self.next_tick, "seq": self.seq, "st": self.started,
                                             "mf": self.model_first, "c": self.counters})))
         self._tombstones = []
         self._model_dirty = False
@@ -308,6 +322,7 @@ class AccountProcessor:
                 m = orjson.loads(v)
                 self.watermark, self.next_tick, self.model_first = m["wm"], m["nt"], m["mf"]
                 self.seq = m["seq"]
+                self.started = m["st"]
                 self.counters.update(m.get("c", {}))
             elif k.startswith(_ACCOUNT_PREFIX):
                 acct = k[len(_ACCOUNT_PREFIX):].decode()

@@ -26,6 +26,7 @@ class DetectorConfig(BaseModel):
     tick_ms: int = Field(30 * 60_000, description="event-time micro-batch: active accounts are scored once per tick")
     min_events_to_score: int = Field(5, description="an account is scored once it has this many requests")
     rescore_ms: int = Field(6 * HOUR_MS, description="an active account is rescored after this much event time, or sooner once its requests grew by 25%")
+    model_switch_ms: int = Field(12 * HOUR_MS, description="moving to a model this soon after its release (first sighting) is MODEL_SWITCH evidence")
     account_ttl_ms: int = Field(7 * DAY_MS, description="state of an account idle this long (event time) is evicted")
     max_accounts_per_partition: int = Field(400_000, description="memory cap: least recently active accounts are evicted beyond it")
     dedup_window: int = Field(64, description="recent event_ids remembered per account to drop duplicate deliveries")

@@ -56,7 +56,7 @@ class AccountState:
         "org", "created", "first", "last", "n", "cats", "el", "tools", "hours",
         "gn", "gmean", "gm2", "tin", "tout", "ips", "reuse", "models",
         "recent_ids", "prompt_keys", "fps", "day", "day_new", "next_learn", "sent",
-        "dirty", "beh", "lpay", "lua", "scored_n", "scored_t", "touch",
+        "dirty", "beh", "lpay", "lua", "scored_n", "scored_t", "touch", "switch_h",
     )
 
     def __init__(self) -> None:
@@ -91,6 +91,7 @@ class AccountState:
         self.scored_n = 0                       # requests at the last behaviour scoring
         self.scored_t = 0                       # event time of the last behaviour scoring
         self.touch = 0                          # partition sequence number of its last request
+        self.switch_h = -1.0                    # hours from a model's release to this account's move to it
 
     @classmethod
     def new(cls, org: str | None, created_ms: int, ts_ms: int) -> AccountState:
@@ -192,7 +193,7 @@ class AccountState:
             self.hours, self.gn, self.gmean, self.gm2, self.tin, self.tout, list(self.ips),
             self.reuse, self.models, list(self.recent_ids), self.prompt_keys,
             list(self.fps), self.day, self.day_new, self.next_learn, self.sent, self.dirty, self.beh,
-            self.lpay, self.lua, self.scored_n, self.scored_t, self.touch,
+            self.lpay, self.lua, self.scored_n, self.scored_t, self.touch, self.switch_h,
         ]
 
     @classmethod
@@ -201,7 +202,7 @@ class AccountState:
         (st.org, st.created, st.first, st.last, st.n, st.cats, st.el, st.tools, st.hours, st.gn,
          st.gmean, st.gm2, st.tin, st.tout, ips, st.reuse, st.models, ids, st.prompt_keys, fps,
          st.day, st.day_new, st.next_learn, st.sent, st.dirty, st.beh, st.lpay, st.lua,
-         st.scored_n, st.scored_t, st.touch) = v
+         st.scored_n, st.scored_t, st.touch, st.switch_h) = v
         st.ips = dict.fromkeys(ips)
         st.recent_ids = dict.fromkeys(ids)
         st.fps = dict.fromkeys(fps)

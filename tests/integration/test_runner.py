@@ -167,7 +167,11 @@ def settings(bootstrap: str) -> KafkaSettings:
 
 
 class Proc:
-    """A runner subprocess (``python -m consumers.kafka.runner``) logging to a file."""
+    """A runner subprocess (``python -m consumers.kafka.runner``) logging to a file.
+
+    Every instance is registered in :data:`_LIVE`; the autouse fixture :func:`_reap` kills any
+    still running when a test ends, so a failing test never leaves runners behind.
+    """
 
     def __init__(
         self,
@@ -195,6 +199,7 @@ class Proc:
         self.popen = subprocess.Popen(
             cmd, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
+        _LIVE.append(self)
 
     def kill(self) -> None:
         self.popen.send_signal(signal.SIGKILL)
@@ -230,6 +235,22 @@ class Proc:
 
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+_LIVE: list[Proc] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap():
+    """Kill runner subprocesses a test left running (only when it failed before stopping them)."""
+    yield
+    while _LIVE:
+        proc = _LIVE.pop()
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+            proc.popen.wait(30)
+        if not proc._log.closed:
+            proc._log.close()
 
 
 def produce_slowly(
