@@ -67,8 +67,8 @@ def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[l
     """Per-account evidence in [0, 1] and its reasons ``[[code, value], ...]``.
 
     A weighted sum of interpretable signals (THREATS.md): freshness, capability targeting,
-    reasoning elicitation, round-the-clock activity, volume, the model's anomaly quantile, and a
-    move to a newly released model within ``model_switch_ms`` of its release.
+    reasoning elicitation, round-the-clock activity, volume, the model's anomaly quantile. A move
+    to a newly released model within ``model_switch_ms`` is reported as a reason but not weighted.
     None of them is damning alone; the policy enforces on behaviour alone only when a fresh
     account also runs at heavy volume.
     """
@@ -82,9 +82,8 @@ def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[l
     cap_x = _c01((cap - 0.6) / 0.35)
     el_x = _c01((el - 0.4) / 0.45)
     rtc_x = _c01((rtc - 0.75) / 0.2)
-    switch = 1.0 if st.switch_h >= 0 else 0.0
-    score = _c01(0.30 * fresh + 0.15 * cap_x + 0.15 * el_x + 0.15 * rtc_x + 0.35 * vol + 0.15 * anom
-                 + 0.10 * switch)
+    switch = st.switch_h >= 0  # reported for analysts, not weighted: honest new users do it too
+    score = _c01(0.30 * fresh + 0.15 * cap_x + 0.15 * el_x + 0.15 * rtc_x + 0.35 * vol + 0.15 * anom)
     reasons: list[list[Any]] = []
     if fresh >= 0.8:
         reasons.append(["FRESH_ACCOUNT", round(st.age_days_at_first(), 2)])

@@ -16,8 +16,9 @@ stage keeps the latest of each and the last flag it emitted, and decides:
   - not a campaign member: ``throttle`` when a *fresh* account runs at *heavy volume* with
     behaviour evidence ≥ 0.85 (the naive scraper), or when a *fresh* account that targets
     high-value capabilities (behaviour evidence ≥ 0.45) shares a payment instrument or prompt
-    templates with an unrelated account, or moved to a new model within hours of its release
-    (a small, careful campaign); ``review`` when score ≥ ``review_score``.
+    templates with an unrelated account (a small, careful campaign); ``review`` when score ≥
+    ``review_score``. (A fresh account moving to a new model within hours is *not* enough:
+    honest new users' clients follow the default model — measured: it enforced honest sign-ups.)
   - Sharing inside one organisation is never evidence (the campaign stage does not count it), so
     an account whose only shared evidence is with its own org is never enforced on it.
 * **hysteresis**: an account is flagged again only when the action escalates
@@ -149,7 +150,7 @@ class PolicyProcessor:
                 action = "review"
         elif beh >= SCRAPER_EVIDENCE and "FRESH_ACCOUNT" in codes and "HIGH_VOLUME" in codes:
             action = "throttle"
-        elif (("pay" in kinds or "prompt" in kinds or "MODEL_SWITCH" in codes) and beh >= LINKED_EVIDENCE
+        elif (("pay" in kinds or "prompt" in kinds) and beh >= LINKED_EVIDENCE
               and "FRESH_ACCOUNT" in codes and "CAPABILITY_CONCENTRATION" in codes):
             action = "throttle"
         elif score >= cfg.review_score:
