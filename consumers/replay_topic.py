@@ -746,58 +746,76 @@ def check_flags_topic(consumer: Any, opts: ReplayOptions) -> None:
                           "choose another --run-id/--flags-topic, or give --append")
 
 
+class _Transaction:
+    """One Kafka transaction of a short-lived producer: produce with back-pressure, then
+    :meth:`commit` (flush, check every delivery, commit). Leaving the ``with`` block without a
+    commit — an exception, say — aborts, so readers with ``read_committed`` see all or nothing."""
+
+    def __init__(self, kafka: KafkaSettings, transactional_id: str, what: str, **extra: Any):
+        from confluent_kafka import Producer
+
+        conf = kafka.client_config()
+        conf.update({"transactional.id": transactional_id, "enable.idempotence": True,
+                     "transaction.timeout.ms": 600_000, "linger.ms": 20, "compression.type": "lz4",
+                     **extra})
+        self.producer = Producer(conf)
+        self.what = what
+        self.errors: list[str] = []
+        self.n = 0
+        self._done = False
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+
+    def __enter__(self) -> _Transaction:
+        self.producer.init_transactions(60)
+        self.producer.begin_transaction()
+        return self
+
+    def send(self, topic: str, value: bytes, key: bytes | None, partition: int | None = None) -> None:
+        kw: dict[str, Any] = {"on_delivery": self._on_delivery}
+        if partition is not None:
+            kw["partition"] = partition
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **kw)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+        self.n += 1
+        if self.n % 10_000 == 0:
+            self.producer.poll(0)
+
+    def commit(self) -> None:
+        left = self.producer.flush(120)
+        if self.errors or left:
+            raise ReplayError(f"{self.what} failed: {self.errors[0] if self.errors else f'{left} not delivered'}",
+                              EXIT_FATAL)
+        self.producer.commit_transaction(120)
+        self._done = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self._done:
+            try:
+                self.producer.abort_transaction(30)
+            except Exception:  # noqa: BLE001 - already failing; the broker aborts on timeout
+                pass
+
+
 def produce_flags(kafka: KafkaSettings, topic: str, values: Iterable[bytes], partitions: int,
                   transactional_id: str) -> int:
     """Create ``topic`` if missing and produce the flags, keyed by account, in one transaction."""
-    from confluent_kafka import Producer
-
     from consumers.kafka.admin import TopicSpec, ensure_topics
 
     ensure_topics(kafka, [TopicSpec(topic, partitions, replication_factor=-1)])
-    conf = kafka.client_config()
-    conf.update({
-        "transactional.id": transactional_id,
-        "enable.idempotence": True,
-        "transaction.timeout.ms": 600_000,
-        "linger.ms": 20,
-        "compression.type": "lz4",
-        # same key -> partition mapping as the live runner (and the Java clients)
-        "partitioner": "murmur2_random",
-    })
-    producer = Producer(conf)
-    errors: list[str] = []
-
-    def on_delivery(err: Any, _msg: Any) -> None:
-        if err is not None:
-            errors.append(str(err))
-
-    producer.init_transactions(60)
-    producer.begin_transaction()
-    n = 0
-    try:
+    # same key -> partition mapping as the live runner (and the Java clients)
+    with _Transaction(kafka, transactional_id, f"producing flags to {topic!r}",
+                      partitioner="murmur2_random") as txn:
         for v in values:
-            key = orjson.loads(v)["account_id"].encode()
-            while True:
-                try:
-                    producer.produce(topic, v, key, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            n += 1
-            if n % 10_000 == 0:
-                producer.poll(0)
-        left = producer.flush(120)
-        if errors or left:
-            raise ReplayError(f"producing flags to {topic!r} failed: "
-                              f"{errors[0] if errors else f'{left} not delivered'}", EXIT_FATAL)
-        producer.commit_transaction(120)
-    except BaseException:
-        try:
-            producer.abort_transaction(30)
-        except Exception:  # noqa: BLE001 - already failing; the broker aborts on timeout
-            pass
-        raise
-    return n
+            txn.send(topic, v, orjson.loads(v)["account_id"].encode())
+        txn.commit()
+        return txn.n
 
 
 # ------------------------------------------------------------------------------ warm start
@@ -938,7 +956,7 @@ def write_warm_start(kafka: KafkaSettings, target: WarmStartTarget,
                      records: dict[tuple[str, int], list[tuple[bytes, bytes]]],
                      offsets: dict[str, list[tuple[str, int, int]]], run_id: str) -> int:
     """Write changelog records and commit the groups' offsets in one transaction."""
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     from consumers.kafka.admin import TopicSpec, changelog_spec, ensure_topics
 
@@ -946,49 +964,19 @@ def write_warm_start(kafka: KafkaSettings, target: WarmStartTarget,
     specs += [TopicSpec(t, target.partitions[s], replication_factor=-1)
               for s, t in target.inputs.items() if s != "account"]
     ensure_topics(kafka, specs)
-    conf = kafka.client_config()
-    conf.update({"transactional.id": f"{target.group}.warmstart.{run_id}",
-                 "enable.idempotence": True, "linger.ms": 20, "compression.type": "lz4",
-                 "transaction.timeout.ms": 600_000})
-    producer = Producer(conf)
-    errors: list[str] = []
-
-    def on_delivery(err: Any, _msg: Any) -> None:
-        if err is not None:
-            errors.append(str(err))
-
-    producer.init_transactions(60)
-    producer.begin_transaction()
-    n = 0
-    try:
+    with _Transaction(kafka, f"{target.group}.warmstart.{run_id}", "warm start: writing changelogs") as txn:
         for (topic, p), entries in records.items():
             for k, v in entries:
-                while True:
-                    try:
-                        producer.produce(topic, v, k, partition=p, on_delivery=on_delivery)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
-                n += 1
+                txn.send(topic, v, k, partition=p)
         for group, offs in offsets.items():
             c = Consumer(kafka.client_config() | {"group.id": group, "enable.auto.commit": False})
             try:
-                producer.send_offsets_to_transaction(
+                txn.producer.send_offsets_to_transaction(
                     [TopicPartition(t, p, o) for t, p, o in offs], c.consumer_group_metadata(), 60)
             finally:
                 c.close()
-        left = producer.flush(120)
-        if errors or left:
-            raise ReplayError(f"warm start: writing changelogs failed: "
-                              f"{errors[0] if errors else f'{left} not delivered'}", EXIT_FATAL)
-        producer.commit_transaction(120)
-    except BaseException:
-        try:
-            producer.abort_transaction(30)
-        except Exception:  # noqa: BLE001
-            pass
-        raise
-    return n
+        txn.commit()
+        return txn.n
 
 
 # ------------------------------------------------------------------------------ the replay
