@@ -304,6 +304,18 @@ class StageRunner:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def stage_state(self) -> dict[str, int]:
+        """The processors' own counters (events, DLQ'd, evictions at the memory caps...) and state
+        sizes, summed over the owned partitions — how a flood of ids shows up in the logs."""
+        total: dict[str, int] = {}
+        for proc in list(self._procs.values()):
+            extra = getattr(proc, "state_size", None)
+            for src in (getattr(proc, "counters", None) or {}, extra() if callable(extra) else {}):
+                for k, v in src.items():
+                    if isinstance(v, int):
+                        total[k] = total.get(k, 0) + v
+        return total
+
     def assigned_partitions(self) -> list[int]:
         """Input partitions this runner currently owns (has a restored processor for)."""
         return sorted(self._procs)
@@ -327,7 +339,7 @@ class StageRunner:
                 now = time.monotonic()
                 if now - last_progress >= self.options.progress_interval_s:
                     last_progress = now
-                    self._log.info("progress", **self.metrics.snapshot())
+                    self._log.info("progress", **self.metrics.snapshot(), stage_state=self.stage_state())
             self._shutdown()
         except _ProcessorFailure as exc:
             self._fail_cleanup()
@@ -343,7 +355,7 @@ class StageRunner:
             raise
         finally:
             self._restore_signals(previous)
-            self._log.info("runner_exit", **self.metrics.snapshot())
+            self._log.info("runner_exit", **self.metrics.snapshot(), stage_state=self.stage_state())
 
     # ------------------------------------------------------------------ lifecycle
 

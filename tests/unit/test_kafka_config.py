@@ -316,3 +316,12 @@ def test_txn_call_watchdog_catches_calls_that_ignore_their_timeout() -> None:
     with pytest.raises(KafkaException) as info:
         r._txn_call(failing, "commit_transaction")
     assert info.value.args[0].txn_requires_abort()
+
+
+def test_stage_state_sums_the_processors_counters_and_sizes() -> None:
+    p0, p1 = RecordingProcessor(0), RecordingProcessor(1)
+    p0.counters = {"events": 3, "evicted_cap": 2, "note": "x"}  # type: ignore[attr-defined]
+    p1.counters = {"events": 4}  # type: ignore[attr-defined]
+    p1.state_size = lambda: {"accounts": 7}  # type: ignore[attr-defined]
+    r, _ = _runner({0: p0, 1: p1})
+    assert r.stage_state() == {"events": 7, "evicted_cap": 2, "accounts": 7}
