@@ -56,6 +56,7 @@ class DetectorConfig(BaseModel):
     # --- flag policy ------------------------------------------------------------------------------
     campaign_min_kinds: int = Field(2, description="kinds of shared evidence (prompt, ip, pay, ua, wave) that make a campaign member")
     campaign_min_size: int = Field(5, description="accounts a campaign needs before its members are enforced")
+    small_campaign_size: int = Field(20, description="below this size only fresh campaign members are enforced; established ones go to review (teams, households)")
     suspend_score: float = 0.8
     throttle_score: float = 0.55
     review_score: float = Field(0.45, description="combined score from which an account goes to the review queue (no enforcement)")

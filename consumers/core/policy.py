@@ -12,7 +12,10 @@ stage keeps the latest of each and the last flag it emitted, and decides:
   - campaign member (``campaign_id`` set): ``suspend`` when score ≥ ``suspend_score``, else
     ``throttle`` — but only with behavioural support (behaviour evidence ≥ 0.15: a fresh account,
     round-the-clock activity, capability targeting...). A campaign member whose own behaviour is
-    ordinary (an old account used like a person uses it) gets ``review``: a person looks first.
+    ordinary (an old account used like a person uses it) gets ``review``: a person looks first;
+    so does an established (not fresh) member of a *small* campaign (fewer than
+    ``small_campaign_size`` accounts): a handful of old accounts sharing a card, an office
+    network and templates is usually a team or a household, not a campaign.
   - not a campaign member: ``throttle`` when a *fresh* account runs at *heavy volume* with
     behaviour evidence ≥ 0.85 (the naive scraper), or when a *fresh* account that targets
     high-value capabilities (behaviour evidence ≥ 0.45) shares a payment instrument or prompt
@@ -144,7 +147,8 @@ class PolicyProcessor:
         codes = {r[0] for r in beh_reasons}
         action: str | None = None
         if cid is not None:
-            if beh >= BEHAVIOUR_SUPPORT and score >= cfg.throttle_score:
+            small_established = (size or 0) < cfg.small_campaign_size and "FRESH_ACCOUNT" not in codes
+            if beh >= BEHAVIOUR_SUPPORT and score >= cfg.throttle_score and not small_established:
                 action = "suspend" if score >= cfg.suspend_score else "throttle"
             else:
                 action = "review"

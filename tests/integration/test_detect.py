@@ -253,3 +253,47 @@ def test_account_stage_consumers_join_and_leave(kafka_bootstrap: str, topic_pref
     assert sum(obs_ref.values()) > 0
     assert obs == obs_ref   # every observation exactly once: nothing lost, nothing doubled
     assert dlq == dlq_ref
+
+
+def test_whole_detector_processes_join_and_leave_give_the_undisturbed_flags(
+        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
+    """Two, then three ``detect`` processes (all stages) in one group; members leave cleanly and
+    die. Topics have one partition, so the undisturbed run is deterministic — and every stage's
+    partition still moves between processes, restored from its changelog each time."""
+    values, _ = _events(seed=13)
+    values = _with_bad(values)
+    expected = _replay_flags(values)
+    kafka = _kafka(kafka_bootstrap, topic_prefix)
+    half = len(values) // 2
+    _produce_requests(kafka_bootstrap, kafka, values[:half], 1)
+    log = open(tmp_path / "detect.log", "ab")  # noqa: SIM115 - closed below
+
+    def start(i: int) -> subprocess.Popen:
+        cmd = [a if a != "fixed-0" else f"member-{i}" for a in _detect_cmd(kafka)]
+        return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log)
+
+    members: list[subprocess.Popen] = []
+    try:
+        members += [start(0), start(1)]
+        time.sleep(6)
+        members.append(start(2))
+        produce(kafka_bootstrap, kafka.requests_topic, [(_key(v), v) for v in values[half:]])
+        time.sleep(4)
+        members[0].send_signal(signal.SIGTERM)   # leaves cleanly: its partitions move
+        assert members[0].wait(60) == 0
+        time.sleep(4)
+        members[1].send_signal(signal.SIGKILL)   # dies: its partitions move after the session timeout
+        members[1].wait(30)
+        time.sleep(2)
+        members[2].send_signal(signal.SIGTERM)
+        assert members[2].wait(90) == 0
+        final = subprocess.run(_detect_cmd(kafka, "--stop-at-end"), cwd=REPO, stdout=log, stderr=log,
+                               timeout=600)
+        assert final.returncode == 0, (tmp_path / "detect.log").read_text()[-3000:]
+    finally:
+        for m in members:
+            if m.poll() is None:
+                m.kill()
+        log.close()
+    flags = [r.value for r in consume_all(kafka_bootstrap, kafka.flags_topic)]
+    assert flags == expected
