@@ -29,12 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("json", "console"), default=os.environ.get("DISTILLWATCH_LOG_FORMAT", "json"))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("consumers"):
-                continue  # a command whose module is not part of this build
-            raise
+        mod = importlib.import_module(module)
         sp = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().split("\n\n")[0])
         mod.add_arguments(sp)
         sp.set_defaults(_run=mod.run)
