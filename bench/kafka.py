@@ -120,41 +120,18 @@ def check_broker(bootstrap: str, timeout: float = 5.0) -> None:
 
 
 def produce_dataset(bootstrap: str, topic: str, ds: Dataset, timeout: float = 300.0) -> float:
-    """Produce every event (key account_id, timestamp ts_ms); returns seconds to the last ack."""
-    from confluent_kafka import Producer
+    """Produce every event (key account_id, timestamp ts_ms) with the simulator's producer;
+    returns seconds to the last ack. The values are serialised beforehand, so this times
+    producing only."""
+    from consumers.config import KafkaSettings
+    from consumers.sim.writer import produce_raw
 
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
-        "linger.ms": 20,
-        "batch.size": 1_000_000,
-        "batch.num.messages": 100_000,
-        "compression.type": "lz4",
-        "queue.buffering.max.messages": 500_000,
-        "queue.buffering.max.kbytes": 512 * 1024,
-        "enable.idempotence": True,
-    })
-    errors: list[str] = []
-
-    def on_delivery(err: Any, _msg: Any) -> None:
-        if err is not None:
-            errors.append(str(err))
-
-    produce = producer.produce
     t0 = time.perf_counter()
-    for i, (value, key, ts) in enumerate(zip(ds.raw, ds.keys, ds.ts, strict=True)):
-        while True:
-            try:
-                produce(topic, value, key, timestamp=ts, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        if i % 1000 == 0:
-            producer.poll(0)
-    left = producer.flush(timeout)
+    n = produce_raw(zip(ds.keys, ds.raw, ds.ts, strict=True), topic,
+                    KafkaSettings(bootstrap_servers=bootstrap), flush_timeout=timeout)
     secs = time.perf_counter() - t0
-    if errors or left:
-        raise RuntimeError(f"produce to {topic}: {len(errors)} errors, {left} undelivered; "
-                           f"first: {errors[:1]}")
+    if n != len(ds):
+        raise RuntimeError(f"produce to {topic}: {n} of {len(ds)} delivered")
     return secs
 
 

@@ -93,6 +93,25 @@ def produce_events(
     the broker's time-based retention with old event times); otherwise the produce time.
     Raises :class:`DeliveryError` if any message fails or is still queued after the flush.
     """
+    dumps = orjson.dumps
+    records = ((ev["account_id"].encode(), dumps(ev), ev["ts_ms"] if event_timestamps else None)
+               for ev in events)
+    return produce_raw(records, topic, settings, flush_timeout=flush_timeout, progress=progress,
+                       extra_config=extra_config)
+
+
+def produce_raw(
+    records: Iterable[tuple[bytes | None, bytes, int | None]],
+    topic: str,
+    settings: Any = None,
+    *,
+    flush_timeout: float = 120.0,
+    progress: Callable[[int], None] | None = None,
+    extra_config: dict[str, Any] | None = None,
+) -> int:
+    """Produce already serialised ``(key, value, timestamp_ms or None)`` records, batched for
+    throughput (lz4, large batches, idempotent); returns the number delivered. Raises
+    :class:`DeliveryError` if any message fails or is still queued after the flush."""
     from confluent_kafka import Producer
 
     if settings is None:
@@ -122,17 +141,14 @@ def produce_events(
         else:
             delivered += 1
 
-    dumps = orjson.dumps
     produce = producer.produce
     poll = producer.poll
     n = 0
-    for ev in events:
-        key = ev["account_id"].encode()
-        value = dumps(ev)
+    for key, value, ts in records:
         while True:
             try:
-                if event_timestamps:
-                    produce(topic, value, key, on_delivery=on_delivery, timestamp=ev["ts_ms"])
+                if ts is not None:
+                    produce(topic, value, key, on_delivery=on_delivery, timestamp=ts)
                 else:
                     produce(topic, value, key, on_delivery=on_delivery)
                 break
