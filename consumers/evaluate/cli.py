@@ -67,7 +67,7 @@ def read_flags_topic(topic: str, bootstrap_servers: str | None = None, timeout_s
 
     from consumers.config import KafkaSettings
 
-    settings = KafkaSettings(**({"bootstrap_servers": bootstrap_servers} if bootstrap_servers else {}))
+    settings = KafkaSettings(bootstrap_servers=bootstrap_servers) if bootstrap_servers else KafkaSettings()
     conf = settings.client_config() | {
         "group.id": f"distillwatch-evaluate-{uuid.uuid4().hex[:12]}",
         "enable.auto.commit": False,
@@ -109,9 +109,10 @@ def read_flags_topic(topic: str, bootstrap_servers: str | None = None, timeout_s
                     remaining.discard(p)
                     continue
                 raise KafkaException(err)
-            if p not in remaining or msg.offset() >= ends[p]:
+            off = msg.offset()
+            if p not in remaining or off is None or off >= ends[p]:
                 continue
-            if msg.offset() + 1 >= ends[p]:
+            if off + 1 >= ends[p]:
                 remaining.discard(p)
             value = msg.value()
             if value is None:

@@ -47,7 +47,7 @@ import math
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -117,7 +117,7 @@ class JsonlReader:
         self.lines = 0
         self.bad_lines = 0
 
-    def _open(self) -> io.BufferedIOBase:
+    def _open(self) -> IO[bytes]:
         if self.path.endswith(".gz"):
             return io.BufferedReader(gzip.open(self.path, "rb"), buffer_size=1 << 20)  # type: ignore[arg-type]
         return open(self.path, "rb", buffering=1 << 20)
@@ -376,8 +376,10 @@ def evaluate(
         first_req = st[1] if st else None
         leaked = st[2] if st else 0
         h = hist.get(acc)
-        latest = h.latest if h is not None else None
-        enforced = h is not None and h.enforce_ms is not None
+        latest: dict[str, Any] = (h.latest or {}) if h is not None else {}
+        enforce_ms: int | None = h.enforce_ms if h is not None else None
+        enforce_action = h.enforce_action if h is not None else None
+        enforced = enforce_ms is not None
         g = groups.get(group)
         if g is None:
             g = groups[group] = {
@@ -403,14 +405,14 @@ def evaluate(
             unflagged[label] += 1
         if enforced:
             g["enforced"] += 1
-            if label == "attack" and first_req is not None:
-                delays.setdefault(group, []).append((h.enforce_ms - first_req) / HOUR_MS)
+            if label == "attack" and first_req is not None and enforce_ms is not None:
+                delays.setdefault(group, []).append((enforce_ms - first_req) / HOUR_MS)
         if label == "benign" and enforced:
             fps.append({
                 "account_id": acc, "persona": group, "org_id": org_id,
-                "action": latest["action"], "enforcing_action": h.enforce_action,
+                "action": latest["action"], "enforcing_action": enforce_action,
                 "score": latest["score"], "campaign_id": latest["campaign_id"],
-                "enforced_at_ms": h.enforce_ms, "first_request_ms": first_req,
+                "enforced_at_ms": enforce_ms, "first_request_ms": first_req,
                 "requests": requests, "blocked_requests": requests - leaked,
                 "reasons": latest["reasons"],
             })
@@ -435,9 +437,9 @@ def evaluate(
             tc["families"][group] += 1
             tc["requests"] += requests
             tc["leaked"] += leaked
-            if enforced:
+            if enforce_ms is not None:
                 tc["enforced"] += 1
-                enforce_times_by_campaign.setdefault(campaign, []).append(h.enforce_ms)
+                enforce_times_by_campaign.setdefault(campaign, []).append(enforce_ms)
             if h is not None:
                 tc["ever"].update(h.campaigns_ever)
                 if latest["campaign_id"] is not None:
@@ -639,9 +641,9 @@ def evaluate(
         "flags": {**flag_counts, "not_json": int(getattr(flags, "bad_lines", 0))},
     }
     for k, v in (sources or {}).items():
-        inputs.setdefault(k, {})
-        if isinstance(inputs[k], dict):
-            inputs[k]["source"] = v
+        entry = inputs.setdefault(k, {})
+        if isinstance(entry, dict):
+            entry["source"] = v
 
     return {
         "schema": SCHEMA,

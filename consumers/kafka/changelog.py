@@ -158,7 +158,7 @@ def read_changelog(
             now = time.monotonic()
             for m in msgs:
                 err = m.error()
-                p = m.partition()
+                p = m.partition()  # type: ignore[assignment]  # always set on messages and EOF events
                 if err is None:
                     results[p].add(m.key(), m.value())
                     continue

@@ -515,11 +515,12 @@ class StageRunner:
                 if err.code() == _EOF:
                     if eof_at is None:
                         eof_at = {}
-                    eof_at[m.partition()] = m.offset()
+                    eof_at[m.partition()] = m.offset()  # type: ignore[index,assignment]  # set on EOF events
                 else:
                     self._consumer_error(err)
                 continue
-            p = m.partition()
+            # a message without error always has partition and offset; keep the hot loop cast-free
+            p: int = m.partition()  # type: ignore[assignment]
             recs = by_part.get(p)
             if recs is None:
                 recs = by_part[p] = []
@@ -528,10 +529,10 @@ class StageRunner:
                 Record(
                     in_name,
                     m.key(),
-                    m.value(),
+                    m.value(),  # type: ignore[arg-type]  # None (a tombstone) goes to the DLQ
                     p,
-                    m.offset(),
-                    m.headers(),
+                    m.offset(),  # type: ignore[arg-type]
+                    m.headers(),  # type: ignore[arg-type]
                     ts if ts_type != TIMESTAMP_NOT_AVAILABLE else None,
                 )
             )
@@ -593,7 +594,7 @@ class StageRunner:
                     f"(declared: {sorted(topics)})"
                 ) from None
             try:
-                produce(topic, rec.value, rec.key, headers=rec.headers)
+                produce(topic, rec.value, rec.key, headers=rec.headers)  # type: ignore[arg-type]
             except BufferError:
                 self._produce_blocking(topic, rec.value, rec.key, headers=rec.headers)
             counts[rec.topic] += 1
@@ -977,7 +978,7 @@ class StageRunner:
                     TopicPartition(
                         self.input_topic,
                         p,
-                        committed[p] if committed[p] is not None else OFFSET_INVALID,
+                        c if (c := committed[p]) is not None else OFFSET_INVALID,
                     )
                     for p in parts
                 ]
@@ -1093,8 +1094,8 @@ def run_all(runners: Sequence[StageRunner]) -> None:
             while t.is_alive():
                 t.join(0.2)
     finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
+        for signum, h in previous.items():
+            signal.signal(signum, h)
     if errors:
         raise errors[0]
 

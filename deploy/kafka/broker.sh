@@ -112,7 +112,8 @@ running_pid() { # prints the pid of the broker this script started, if it is ali
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
   # Guard against pid reuse: the process must be our kafka.Kafka JVM.
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka.Kafka' || return 1
+  # no pipe into grep -q here: under pipefail an early exit of grep can fail the pipeline
+  [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" == *kafka.Kafka* ]] || return 1
   echo "$pid"
 }
 

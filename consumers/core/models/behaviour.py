@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 import pickle
+from collections.abc import Hashable
 
 _BINS = 200
 
@@ -33,7 +34,7 @@ class BehaviourModel:
         from river import anomaly  # imported here: river (and scipy) cost ~1 s of start-up
 
         self.n_features = n_features
-        limits = {i: (0.0, 1.0) for i in range(n_features)}
+        limits: dict[Hashable, tuple[float, float]] = {i: (0.0, 1.0) for i in range(n_features)}
         self.hst = anomaly.HalfSpaceTrees(
             n_trees=n_trees, height=height, window_size=window_size, limits=limits, seed=seed
         )
