@@ -538,12 +538,26 @@ def plan_ranges(consumer: Any, topic: str, partitions: list[int], from_ms: int |
     return [resolve_range(p, marks[p][0], marks[p][1], starts[p], ends[p]) for p in partitions]
 
 
+
+def _consumer_error(err: Any, topic: str, p: int | None) -> None:
+    """A consumer error other than end-of-partition while reading a range: raise when the replay
+    cannot go on (start offset deleted by retention, fatal or non-retriable), else log it."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    if err.code() == KafkaError._AUTO_OFFSET_RESET:
+        raise ReplayError(f"{topic}[{p}]: start offset no longer exists (deleted by "
+                          f"retention while replaying?): {err}", EXIT_FATAL)
+    if err.fatal() or not err.retriable():
+        raise KafkaException(err)
+    log.warning("replay_consumer_error", error=str(err))
+
+
 def read_ranges(consumer: Any, topic: str, ranges: list[PartitionRange], batch_size: int,
                 stop: threading.Event, max_buffer: int | None = None,
                 ) -> Iterator[list[tuple[int, int, bytes | None]]]:
     """Read the ranges and yield batches of ``(partition, offset, value)`` in replay order
     (:class:`StreamMerger`). Stops early (without error) when ``stop`` is set."""
-    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import KafkaError, TopicPartition
 
     live = [r for r in ranges if r.size > 0]
     if not live:
@@ -582,12 +596,7 @@ def read_ranges(consumer: Any, topic: str, ranges: list[PartitionRange], batch_s
                                         eof=m.offset(), planned_end=end[p])
                         finish(p)
                     continue
-                if err.code() == KafkaError._AUTO_OFFSET_RESET:
-                    raise ReplayError(f"{topic}[{p}]: start offset no longer exists (deleted by "
-                                      f"retention while replaying?): {err}", EXIT_FATAL)
-                if err.fatal() or not err.retriable():
-                    raise KafkaException(err)
-                log.warning("replay_consumer_error", error=str(err))
+                _consumer_error(err, topic, p)
                 continue
             if p in done:
                 continue
@@ -617,7 +626,7 @@ def read_ranges(consumer: Any, topic: str, ranges: list[PartitionRange], batch_s
 def _read_one(consumer: Any, topic: str, r: PartitionRange, batch_size: int,
               stop: threading.Event) -> Iterator[list[tuple[int, int, bytes | None]]]:
     """One partition: log order, no merge (the hot path of single-partition replays)."""
-    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import KafkaError, TopicPartition
 
     p, end = r.partition, r.end
     consumer.assign([TopicPartition(topic, p, r.start)])
@@ -634,12 +643,7 @@ def _read_one(consumer: Any, topic: str, r: PartitionRange, batch_size: int,
                                     eof=m.offset(), planned_end=end)
                     finished = True
                     break
-                if err.code() == KafkaError._AUTO_OFFSET_RESET:
-                    raise ReplayError(f"{topic}[{p}]: start offset no longer exists (deleted by "
-                                      f"retention while replaying?): {err}", EXIT_FATAL)
-                if err.fatal() or not err.retriable():
-                    raise KafkaException(err)
-                log.warning("replay_consumer_error", error=str(err))
+                _consumer_error(err, topic, p)
                 continue
             off = m.offset()
             if off >= end:
