@@ -17,9 +17,9 @@ evidence (enterprise templates, one company card). A group that spans more than
 being evidence, so it can never merge everything into one campaign.
 
 An account linked by shared evidence of at least ``campaign_min_kinds`` kinds, one of them a
-prompt or payment link, is a *campaign member*; its prompt and payment groups are united
-(union-find; shared proxies and client strings are not, as many campaigns rent the same) into a
-campaign whose id is the id of its oldest group, so ids are stable as the campaign grows. Once a
+prompt or payment link, is a *campaign member*; its prompt, payment and client-prefix groups
+are united (union-find; client strings and creation waves are not, as unrelated campaigns and
+people share them) into a campaign whose id is the id of its oldest group, so ids are stable as the campaign grows. Once a
 campaign has ``campaign_min_size`` members, every member gets a verdict with the campaign id;
 when two campaigns merge, the members of the younger one get the older id.
 

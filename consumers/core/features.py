@@ -55,7 +55,7 @@ class AccountState:
     __slots__ = (
         "org", "created", "first", "last", "n", "cats", "el", "tools", "hours",
         "gn", "gmean", "gm2", "tin", "tout", "ips", "reuse", "models",
-        "recent_ids", "prompt_keys", "fps", "day", "day_new", "next_learn", "sent",
+        "recent_ids", "prompt_keys", "fps", "next_learn", "sent",
         "dirty", "beh", "lpay", "lua", "scored_n", "scored_t", "touch", "switch_h",
     )
 
@@ -80,8 +80,6 @@ class AccountState:
         self.recent_ids: dict[str, None] = {}   # dedup window of event ids
         self.prompt_keys: dict[str, int] = {}   # prompt LSH key -> 1 seen / 2 announced (recent)
         self.fps: dict[str, None] = {}          # non-prompt fingerprints announced
-        self.day = -1                           # event-time day of the announce budget
-        self.day_new = 0                        # unrepeated prompt keys announced that day
         self.next_learn = 0                     # ts from which the account may train the model again
         self.sent: list[Any] = []               # last behaviour summary sent downstream
         self.dirty = False                      # active since the last tick
@@ -192,7 +190,7 @@ class AccountState:
             self.org, self.created, self.first, self.last, self.n, self.cats, self.el, self.tools,
             self.hours, self.gn, self.gmean, self.gm2, self.tin, self.tout, list(self.ips),
             self.reuse, self.models, list(self.recent_ids), self.prompt_keys,
-            list(self.fps), self.day, self.day_new, self.next_learn, self.sent, self.dirty, self.beh,
+            list(self.fps), self.next_learn, self.sent, self.dirty, self.beh,
             self.lpay, self.lua, self.scored_n, self.scored_t, self.touch, self.switch_h,
         ]
 
@@ -201,7 +199,7 @@ class AccountState:
         st = cls()
         (st.org, st.created, st.first, st.last, st.n, st.cats, st.el, st.tools, st.hours, st.gn,
          st.gmean, st.gm2, st.tin, st.tout, ips, st.reuse, st.models, ids, st.prompt_keys, fps,
-         st.day, st.day_new, st.next_learn, st.sent, st.dirty, st.beh, st.lpay, st.lua,
+         st.next_learn, st.sent, st.dirty, st.beh, st.lpay, st.lua,
          st.scored_n, st.scored_t, st.touch, st.switch_h) = v
         st.ips = dict.fromkeys(ips)
         st.recent_ids = dict.fromkeys(ids)

@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from consumers import __version__
 from consumers.core.account_stage import AccountProcessor
 from consumers.core.campaign_stage import CampaignProcessor
@@ -88,6 +86,3 @@ class LocalPipeline:
         return {"account": dict(self.account.counters), "campaign": dict(self.campaign.counters),
                 "policy": dict(self.policy.counters)}
 
-
-def decode_flags(values: Iterable[bytes]) -> list[dict[str, Any]]:
-    return [orjson.loads(v) for v in values]
