@@ -28,6 +28,7 @@ REASON_CODES: dict[str, str] = {
     "PROMPT_DIVERSITY": "many distinct prompts with no reuse, as when harvesting a question bank (value: distinct share)",
     # evidence across accounts
     "SHARED_PROMPTS": "near-duplicate prompts (SimHash) shared with accounts of other organisations (value: accounts)",
+    "PARAPHRASED_PROMPTS": "paraphrases of prompts (SimHash within about 10 bits) shared with accounts of other organisations (value: prompt fingerprints in common)",
     "SHARED_NETWORK": "client IP prefixes shared with accounts of other organisations (value: accounts)",
     "SHARED_PAYMENT": "payment instrument shared with accounts of other organisations (value: accounts)",
     "SHARED_CLIENT": "rare client string shared with accounts of other organisations (value: accounts)",

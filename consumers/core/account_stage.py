@@ -7,7 +7,8 @@ Input: ``requests`` (RequestEvent v1 JSON). For each request it
 2. drops duplicate deliveries (same ``event_id`` among the account's recent ones);
 3. folds it into the account's :class:`~consumers.core.features.AccountState`;
 4. announces *fingerprints* the account has not announced before — client IP prefix, payment
-   instrument, client string, creation wave, prompt LSH keys — as ``observations`` keyed by the
+   instrument, client string, creation wave, prompt LSH keys (exact ones for every account,
+   paraphrase-tolerant ones for fresh accounts) — as ``observations`` keyed by the
    fingerprint, so the campaign stage sees every account that shares one, whichever partition the
    account lives on.
 
@@ -31,7 +32,13 @@ import orjson
 
 from consumers.contract.events import InvalidEvent, parse_event
 from consumers.core.config import DAY_MS, HOUR_MS, DetectorConfig
-from consumers.core.features import FEATURE_NAMES, AccountState, prompt_keys, trim_oldest
+from consumers.core.features import (
+    FEATURE_NAMES,
+    AccountState,
+    paraphrase_keys,
+    prompt_keys,
+    trim_oldest,
+)
 from consumers.core.models.behaviour import BehaviourModel
 from consumers.core.stage import Record
 
@@ -41,6 +48,7 @@ _ACCOUNT_PREFIX = b"a:"
 _MAX_IPS = 64              # distinct client prefixes remembered per account
 _ANNOUNCED_IPS = 16        # ... of which announced: enough to place the account in a proxy pool
 _MAX_PROMPT_KEYS = 512
+_MAX_PARA_KEYS = 128       # paraphrase keys remembered per fresh account (to announce each once)
 _MAX_MODELS = 32
 
 
@@ -145,6 +153,8 @@ class AccountProcessor:
             st = accounts.get(acct)
             if st is None:
                 st = AccountState.new(ev["org_id"], ev["account_created_ms"], ts)
+                if st.age_days_at_first() < cfg.para_max_age_days:
+                    st.para = {}
                 accounts[acct] = st
                 if len(accounts) > cfg.max_accounts_per_partition:
                     self._evict_one("evicted_cap")
@@ -221,6 +231,15 @@ class AccountProcessor:
             st.prompt_keys = trim_oldest(pk, _MAX_PROMPT_KEYS)
         if reused:
             st.reuse += 1
+        # fresh accounts also announce paraphrase-tolerant keys (each once)
+        para = st.para
+        if para is not None:
+            for k in paraphrase_keys(ev["prompt_simhash"], self.cfg.para_sample):
+                if k not in para:
+                    para[k] = None
+                    self._announce(out, st, acct, k, ts, prompt=True)
+            if len(para) > _MAX_PARA_KEYS:
+                st.para = trim_oldest(para, _MAX_PARA_KEYS)
 
     def _announce(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int,
                   prompt: bool = False) -> None:

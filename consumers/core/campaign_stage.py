@@ -16,9 +16,12 @@ evidence (enterprise templates, one company card). A group that spans more than
 ``hot_units[kind]`` units is common infrastructure (a big cloud prefix, a popular SDK) and stops
 being evidence, so it can never merge everything into one campaign.
 
-An account linked by shared evidence of at least ``campaign_min_kinds`` kinds, one of them a
-prompt or payment link, is a *campaign member*; its prompt, payment and client-prefix groups
-are united (union-find; client strings and creation waves are not, as unrelated campaigns and
+Paraphrase keys (``q<xyz>:``, 24 bits) collide by chance at scale, so they count as a kind only
+once an account shares ``para_min_links`` of them. An account linked by shared evidence of at
+least ``campaign_min_kinds`` kinds, one of them a prompt, paraphrase or payment link — or by
+``campaign_min_templates`` prompt keys (exact or paraphrase) on their own — is a *campaign
+member*; its prompt, payment and client-prefix groups (paraphrase groups once counted, and its
+creation-wave group when its client string is rare: shared, but not hot) are united (union-find; client strings and creation waves are not, as unrelated campaigns and
 people share them) into a campaign whose id is the id of its oldest group, so ids are stable as the campaign grows. Once a
 campaign has ``campaign_min_size`` members, every member gets a verdict with the campaign id;
 when two campaigns merge, the members of the younger one get the older id.
@@ -45,14 +48,19 @@ from consumers.core.config import DetectorConfig
 from consumers.core.stage import Record
 
 META_KEY = b"__meta__"
-STRONG_KINDS = ("prompt", "pay")
-#: kinds whose groups unite campaigns: templates, cards, proxy prefixes (not client strings or
-#: creation waves, which unrelated campaigns and honest users share)
-UNION_KINDS = ("prompt", "pay", "ip")
+STRONG_KINDS = ("prompt", "para", "pay")
+#: kinds whose groups unite campaigns: templates, cards, proxy prefixes (not client strings, which
+#: unrelated campaigns and honest users share; creation waves only for an account whose client
+#: string is rare — shared, yet not hot)
+UNION_KINDS = ("prompt", "para", "pay", "ip")
 
 
 def kind_of(fp: str) -> str:
+    """The evidence kind of a fingerprint: ``p<i>:`` exact prompt keys are ``prompt``,
+    ``q<xyz>:`` paraphrase keys ``para``, the others their prefix (``ip``, ``pay``, ``ua``, ``wave``)."""
     k = fp[: fp.index(":")]
+    if k[0] == "q":
+        return "para"
     return "prompt" if k[0] == "p" and k != "pay" else k
 
 
@@ -88,10 +96,11 @@ class Group:
 
 
 class AccountLinks:
-    __slots__ = ("org", "links", "kc", "cid", "sent", "last", "joined", "touch")
+    __slots__ = ("org", "links", "kc", "cid", "sent", "last", "joined", "touch", "pa")
 
     def __init__(self, org: str | None, ts: int):
         self.org = org
+        self.pa = 0                       # paraphrase keys the account announced to this partition
         self.joined = 0                   # sequence number of joining a campaign (restore order)
         self.links: dict[str, str] = {}  # evidence fingerprint -> kind
         self.kc: dict[str, int] = {}     # kind -> number of evidence links of that kind
@@ -101,12 +110,13 @@ class AccountLinks:
         self.last = ts
 
     def to_list(self) -> list[Any]:
-        return [self.org, self.links, self.cid, self.sent, self.last, self.joined, self.touch]
+        return [self.org, self.links, self.cid, self.sent, self.last, self.joined, self.touch, self.pa]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> AccountLinks:
         a = cls(v[0], v[4])
         a.links, a.cid, a.sent, a.joined, a.touch = v[1], v[2], v[3], v[5], v[6]
+        a.pa = v[7] if len(v) > 7 else 0
         for kind in a.links.values():
             a.kc[kind] = a.kc.get(kind, 0) + 1
         return a
@@ -176,6 +186,8 @@ class CampaignProcessor:
         self._dirty_a[acct] = None
         if acct in g.members:
             return
+        if g.kind == "para":
+            a.pa += 1
         unit = org if org is not None else "a:" + acct
         if len(g.members) < cfg.max_members_per_fingerprint:
             g.members[acct] = unit
@@ -262,34 +274,70 @@ class CampaignProcessor:
 
     # -- verdicts -------------------------------------------------------------------------------
     def _kinds(self, a: AccountLinks) -> dict[str, int]:
+        """Per kind of evidence: the widest span in units; for ``para``, the number of shared keys
+        (one key is weak; their number is the evidence, and it adds up across partitions)."""
         kinds: dict[str, int] = {}
         for fp, kind in a.links.items():
+            if kind == "para":
+                continue
             g = self.groups.get(fp)
             n = g.n_units if g is not None else 0
             if n > kinds.get(kind, 0):
                 kinds[kind] = n
+        if self._para_share_ok(a):
+            kinds["para"] = a.kc["para"]
         return kinds
+
+    def _para_share_ok(self, a: AccountLinks) -> bool:
+        """Enough of the account's paraphrase keys are shared: a campaign member shares a good part
+        of them (templates), an honest heavy user only the few that collide by chance."""
+        n = a.kc.get("para", 0)
+        return n > 0 and n >= self.cfg.para_min_share * a.pa
+
+    def _counted(self, a: AccountLinks) -> list[str]:
+        """The kinds of evidence that count: paraphrase keys only once there are several, and a
+        share of the account's own (see :meth:`_para_share_ok`)."""
+        kc = a.kc
+        return [k for k in kc
+                if k != "para" or (kc[k] >= self.cfg.para_min_links and self._para_share_ok(a))]
 
     def _evaluate(self, out: list[Record], acct: str, a: AccountLinks, w: int, new_fp: str | None = None) -> None:
         cfg = self.cfg
         kc = a.kc
-        qualified = len(kc) >= cfg.campaign_min_kinds and ("prompt" in kc or "pay" in kc)
+        counted = self._counted(a)
+        templates = kc.get("prompt", 0) + (kc.get("para", 0) if "para" in counted else 0)
+        qualified = ((len(counted) >= cfg.campaign_min_kinds and any(k in counted for k in STRONG_KINDS))
+                     or templates >= cfg.campaign_min_templates)
         if qualified:
+            # unite only through campaign-specific assets (templates, cards, proxy prefixes):
+            # client strings and creation waves are shared by unrelated campaigns and people
+            unites = [k for k in UNION_KINDS if k in counted]
+            if "wave" in counted and "ua" in counted:
+                # a creation wave of a *rare* client (its client string shared, but not common
+                # enough to be hot) is the campaign's own sign-up batch
+                unites.append("wave")
             if a.cid is not None and new_fp is not None:
                 # already a member: only the new link can unite its campaign with another
                 root = self._find(a.cid)
-                if a.links.get(new_fp) in UNION_KINDS:
-                    root = self._union(out, root, new_fp, w)
+                if a.links.get(new_fp) in unites:
+                    other = self._find(new_fp)
+                    if other != root and self._may_unite(a, new_fp, other, root, unites):
+                        root = self._union(out, root, new_fp, w)
             else:
-                # unite only through campaign-specific assets (templates, cards, proxy prefixes):
-                # client strings and creation waves are shared by unrelated campaigns and people
-                fps = sorted(fp for fp, kind in a.links.items() if kind in UNION_KINDS)
-                root = self._find(fps[0])
+                # join the campaign the account has most links into, then unite the others
+                fps = sorted(fp for fp, kind in a.links.items() if kind in unites)
+                of = {fp: self._find(fp) for fp in fps}
+                into: dict[str, int] = {}
+                for r in of.values():
+                    into[r] = into.get(r, 0) + 1
+                first = min(fps, key=lambda fp: (-into[of[fp]], fp))
+                root = of[first]
                 if root not in self.roots:
                     self.roots[root] = [self._age(root)[0], {}]
                     self._dirty_u[root] = None
-                for fp in fps[1:]:
-                    root = self._union(out, root, fp, w)
+                for fp in fps:
+                    if fp != first and self._may_unite(a, fp, self._find(fp), of[first], unites, into):
+                        root = self._union(out, root, fp, w)
             if root not in self.roots:
                 self.roots[root] = [self._age(root)[0], {}]
                 self._dirty_u[root] = None
@@ -313,6 +361,27 @@ class CampaignProcessor:
             self._leave_campaign(acct, a)
         self._emit(out, acct, a, w)
 
+    def _may_unite(self, a: AccountLinks, fp: str, other: str, main: str, unites: list[str],
+                   into: dict[str, int] | None = None) -> bool:
+        """Whether the account's link ``fp`` may unite its campaign (root ``main``) with the
+        link's (root ``other``). A paraphrase key can be a chance collision, so it never merges an
+        *established* campaign (``campaign_min_size`` members) into the account's unless the
+        account has two or more links into that campaign and at least half as many as into its
+        own."""
+        if a.links.get(fp) != "para":
+            return True
+        r = self.roots.get(other)
+        if r is None or len(r[1]) < self.cfg.campaign_min_size:
+            return True
+        if into is None:
+            into = {}
+            for f, kind in a.links.items():
+                if kind in unites:
+                    x = self._find(f)
+                    into[x] = into.get(x, 0) + 1
+        n = into.get(other, 0)
+        return n >= 2 and 2 * n >= into.get(main, 0)
+
     def _leave_campaign(self, acct: str, a: AccountLinks) -> None:
         root = self._find(a.cid) if a.cid is not None else None
         if root is not None and root in self.roots:
@@ -330,12 +399,14 @@ class CampaignProcessor:
             if len(comp) >= self.cfg.campaign_min_size:
                 cid = campaign_id_for(root)
                 size = len(comp)
-        summary = [sorted(a.kc), cid]
+        kinds = self._kinds(a)
+        # paraphrase-key counts matter to the policy up to campaign_min_templates (summed across partitions)
+        summary = [sorted(kinds), min(kinds.get("para", 0), self.cfg.campaign_min_templates), cid]
         if summary == a.sent:
             return
         a.sent = summary
         out.append(Record(topic="verdicts", key=acct.encode(), value=orjson.dumps(
-            {"k": "link", "a": acct, "o": a.org, "kinds": self._kinds(a), "cid": cid, "size": size, "w": w,
+            {"k": "link", "a": acct, "o": a.org, "kinds": kinds, "cid": cid, "size": size, "w": w,
              "p": self.partition})))
 
     # -- bounds ---------------------------------------------------------------------------------

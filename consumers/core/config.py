@@ -9,6 +9,7 @@ configuration, which is why :meth:`DetectorConfig.fingerprint` is logged at star
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +33,9 @@ class DetectorConfig(BaseModel):
     dedup_window: int = Field(64, description="recent event_ids remembered per account to drop duplicate deliveries")
     max_fingerprints_per_account: int = Field(256, description="fingerprints announced per account, at most")
 
+    para_sample: Literal[1, 4, 16, 64] = Field(16, description="paraphrase-tolerant prompt keys: about 1/para_sample of them are announced (the same ones for every account)")
+    para_max_age_days: float = Field(30.0, description="only accounts younger than this at their first request announce paraphrase keys (campaigns are made of fresh accounts; old accounts' chance collisions stay out)")
+
     # --- behaviour model (river HalfSpaceTrees) -------------------------------------------------
     hst_trees: int = 15
     hst_height: int = 8
@@ -41,11 +45,11 @@ class DetectorConfig(BaseModel):
 
     # --- campaign stage -------------------------------------------------------------------------
     link_min_units: dict[str, int] = Field(
-        default_factory=lambda: {"prompt": 4, "ip": 4, "pay": 2, "ua": 4, "wave": 8},
+        default_factory=lambda: {"prompt": 4, "para": 4, "ip": 4, "pay": 2, "ua": 4, "wave": 8},
         description="distinct organisations (or org-less accounts) a fingerprint must span to count as shared evidence, per kind",
     )
     hot_units: dict[str, int] = Field(
-        default_factory=lambda: {"prompt": 100_000, "ip": 300, "pay": 50, "ua": 300, "wave": 400},
+        default_factory=lambda: {"prompt": 100_000, "para": 100_000, "ip": 300, "pay": 50, "ua": 300, "wave": 400},
         description="a fingerprint spanning more organisations than this is common infrastructure, not evidence",
     )
     max_members_per_fingerprint: int = Field(2_000, description="members remembered per fingerprint (memory bound)")
@@ -55,6 +59,9 @@ class DetectorConfig(BaseModel):
 
     # --- flag policy ------------------------------------------------------------------------------
     campaign_min_kinds: int = Field(2, description="kinds of shared evidence (prompt, ip, pay, ua, wave) that make a campaign member")
+    para_min_links: int = Field(3, description="paraphrase keys an account must share (each with link_min_units['para'] units) before they count as one kind of evidence; a single 24-bit key can collide by chance")
+    para_min_share: float = Field(0.02, description="... and at least this share of the paraphrase keys it announced (chance collisions of a heavy honest user stay far below it; measured: campaign members 9-70%, honest users under 0.3%)")
+    campaign_min_templates: int = Field(5, description="an account sharing this many prompt keys (exact or paraphrase) with unrelated accounts is a campaign member on that evidence alone")
     campaign_min_size: int = Field(5, description="accounts a campaign needs before its members are enforced")
     small_campaign_size: int = Field(20, description="below this size only fresh campaign members are enforced; established ones go to review (teams, households)")
     suspend_score: float = 0.8

@@ -56,7 +56,7 @@ class AccountState:
         "org", "created", "first", "last", "n", "cats", "el", "tools", "hours",
         "gn", "gmean", "gm2", "tin", "tout", "ips", "reuse", "models",
         "recent_ids", "prompt_keys", "fps", "next_learn", "sent",
-        "dirty", "beh", "lpay", "lua", "scored_n", "scored_t", "touch", "switch_h",
+        "dirty", "beh", "lpay", "lua", "scored_n", "scored_t", "touch", "switch_h", "para",
     )
 
     def __init__(self) -> None:
@@ -90,6 +90,7 @@ class AccountState:
         self.scored_t = 0                       # event time of the last behaviour scoring
         self.touch = 0                          # partition sequence number of its last request
         self.switch_h = -1.0                    # hours from a model's release to this account's move to it
+        self.para: dict[str, None] | None = None  # paraphrase keys announced (fresh accounts only)
 
     @classmethod
     def new(cls, org: str | None, created_ms: int, ts_ms: int) -> AccountState:
@@ -192,6 +193,7 @@ class AccountState:
             self.reuse, self.models, list(self.recent_ids), self.prompt_keys,
             list(self.fps), self.next_learn, self.sent, self.dirty, self.beh,
             self.lpay, self.lua, self.scored_n, self.scored_t, self.touch, self.switch_h,
+            None if self.para is None else list(self.para),
         ]
 
     @classmethod
@@ -200,7 +202,9 @@ class AccountState:
         (st.org, st.created, st.first, st.last, st.n, st.cats, st.el, st.tools, st.hours, st.gn,
          st.gmean, st.gm2, st.tin, st.tout, ips, st.reuse, st.models, ids, st.prompt_keys, fps,
          st.next_learn, st.sent, st.dirty, st.beh, st.lpay, st.lua,
-         st.scored_n, st.scored_t, st.touch, st.switch_h) = v
+         st.scored_n, st.scored_t, st.touch, st.switch_h) = v[:30]
+        para = v[30] if len(v) > 30 else None  # absent in changelogs written before paraphrase keys
+        st.para = None if para is None else dict.fromkeys(para)
         st.ips = dict.fromkeys(ips)
         st.recent_ids = dict.fromkeys(ids)
         st.fps = dict.fromkeys(fps)
@@ -225,6 +229,53 @@ def prompt_keys(simhash_hex: str) -> tuple[str, str, str, str, str, str]:
     b0, b1, b2, b3 = h[0:4], h[4:8], h[8:12], h[12:16]
     return ("p0:" + h[0:8], "p1:" + b0 + b2, "p2:" + b0 + b3,
             "p3:" + h[4:12], "p4:" + b1 + b3, "p5:" + h[8:16])
+
+
+def paraphrase_keys(simhash_hex: str, sample: int) -> list[str]:
+    """Paraphrase-tolerant LSH keys of a 64-bit SimHash, consistently sampled.
+
+    A key is 3 of the SimHash's 8 bytes (24 bits; which 3 is part of the key: 56 choices). A
+    paraphrase that flips ``k`` bits of its template keeps every key whose bytes the flips missed
+    (with 7 flipped bits, about 4% of them), so uses of one template by many accounts keep meeting
+    on the template's own keys, where :func:`prompt_keys` (exact within 2 bits) loses them. The
+    price is specificity: 24 bits collide by chance at scale, so the campaign stage only counts an
+    account that shares *several* of them (``para_min_links``).
+
+    Sampling keeps about ``1/sample`` of the keys (``sample`` = 1, 4, 16 or 64), the *same* keys
+    for every account (a key is kept when its two first bytes are both marked, and a byte's mark
+    depends only on its position and value), so accounts that use one template still meet.
+
+    >>> ks = paraphrase_keys("0123456789abcdef", 1)
+    >>> len(ks), ks[0]
+    (56, 'q012:012345')
+    >>> near = "0123456789abcd" + "ff"          # last byte changed: keys that avoid it survive
+    >>> len(set(ks) & set(paraphrase_keys(near, 1)))
+    35
+    >>> set(paraphrase_keys("0123456789abcdef", 16)) <= set(ks)
+    True
+    """
+    b = bytes.fromhex(simhash_hex)
+    mark = _MARKS[sample]
+    marked = [i for i in _BYTE_POS if mark[i][b[i]]]
+    if len(marked) < 2:
+        return []
+    out = []
+    for n, x in enumerate(marked):
+        bx = _HEX[b[x]]
+        for y in marked[n + 1:]:
+            pre = f"q{x}{y}"
+            bxy = bx + _HEX[b[y]]
+            for z in range(y + 1, 8):
+                out.append(f"{pre}{z}:{bxy}{_HEX[b[z]]}")
+    return out
+
+
+_BYTE_POS = range(8)
+_HEX = [f"{v:02x}" for v in range(256)]
+#: sample -> per byte position, per byte value: marked? (with probability 1/sqrt(sample))
+_MARKS = {sample: [[not ((v * 167 + i * 89) >> 3) & mask for v in range(256)] for i in range(8)]
+          for sample, mask in ((1, 0), (4, 1), (16, 3), (64, 7))}
+PARAPHRASE_SAMPLES = tuple(_MARKS)
 
 
 def trim_oldest(d: dict[Any, Any], cap: int) -> dict[Any, Any]:

@@ -18,8 +18,9 @@ stage keeps the latest of each and the last flag it emitted, and decides:
     network and templates is usually a team or a household, not a campaign.
   - not a campaign member: ``throttle`` when a *fresh* account runs at *heavy volume* with
     behaviour evidence ≥ 0.85 (the naive scraper), or when a *fresh* account that targets
-    high-value capabilities (behaviour evidence ≥ 0.45) shares a payment instrument or prompt
-    templates with an unrelated account (a small, careful campaign); ``review`` when score ≥
+    high-value capabilities (behaviour evidence ≥ 0.45) shares a payment instrument, prompt
+    templates or (``para_min_links`` or more) paraphrased prompts with unrelated accounts (a
+    small, careful campaign, or one whose evidence is spread over campaign-stage partitions); ``review`` when score ≥
     ``review_score``. (A fresh account moving to a new model within hours is *not* enough:
     honest new users' clients follow the default model — measured: it enforced honest sign-ups.)
   - Sharing inside one organisation is never evidence (the campaign stage does not count it), so
@@ -49,6 +50,7 @@ LINKED_EVIDENCE = 0.45
 
 LINK_REASONS = {
     "prompt": ("SHARED_PROMPTS", "near-duplicate prompts shared with {v} unrelated accounts or organisations"),
+    "para": ("PARAPHRASED_PROMPTS", "{v} paraphrase-tolerant prompt fingerprints shared with unrelated accounts or organisations"),
     "ip": ("SHARED_NETWORK", "client IP prefix shared with {v} unrelated accounts or organisations"),
     "pay": ("SHARED_PAYMENT", "payment instrument shared with {v} unrelated accounts or organisations"),
     "ua": ("SHARED_CLIENT", "client string shared with {v} unrelated accounts or organisations"),
@@ -68,18 +70,22 @@ BEH_DETAILS = {
 def combine(by_source: dict[str, list[Any]]) -> tuple[dict[str, int], str | None, int | None]:
     """Merge the latest verdicts of several campaign-stage partitions about one account.
 
-    Kinds of shared evidence are united (largest span per kind); of the campaigns the partitions
-    see, the largest wins (ties: the smallest id), so the choice does not depend on the order in
-    which the partitions' verdicts arrive.
+    Kinds of shared evidence are united (largest span per kind; paraphrase-key counts add up, as
+    each key lives on one partition); of the campaigns the partitions see, the largest wins (ties:
+    the smallest id), so the choice does not depend on the order in which the partitions'
+    verdicts arrive.
 
-    >>> combine({"0": [{"ip": 5}, None, None], "1": [{"pay": 3, "ip": 7}, "cmp-b", 9], "2": [{}, "cmp-a", 9]})
-    ({'ip': 7, 'pay': 3}, 'cmp-a', 9)
+    >>> combine({"0": [{"ip": 5, "para": 2}, None, None], "1": [{"pay": 3, "ip": 7, "para": 1}, "cmp-b", 9],
+    ...          "2": [{}, "cmp-a", 9]})
+    ({'ip': 7, 'para': 3, 'pay': 3}, 'cmp-a', 9)
     """
     kinds: dict[str, int] = {}
     best: tuple[int, str] | None = None
     for k_src, cid, size in by_source.values():
         for k, v in k_src.items():
-            if v > kinds.get(k, 0):
+            if k == "para":
+                kinds[k] = kinds.get(k, 0) + v
+            elif v > kinds.get(k, 0):
                 kinds[k] = v
         if cid is not None and (best is None or (-(size or 0), cid) < (-best[0], best[1])):
             best = (size or 0, cid)
@@ -138,6 +144,8 @@ class PolicyProcessor:
         cfg = self.cfg
         org, beh, beh_reasons, ws, by_source, _, _, prev, prev_cid, w, _ = s
         kinds, cid, size = combine(by_source)
+        if kinds.get("para", 0) < cfg.para_min_links:
+            kinds.pop("para", None)  # one or two 24-bit keys in common can be chance
         nk = len(kinds)
         if cid is not None:
             ec = min(0.95, 0.55 + 0.1 * max(0, nk - 2) + 0.1 * math.log10(max(size or 1, 1)))
@@ -154,7 +162,7 @@ class PolicyProcessor:
                 action = "review"
         elif beh >= SCRAPER_EVIDENCE and "FRESH_ACCOUNT" in codes and "HIGH_VOLUME" in codes:
             action = "throttle"
-        elif (("pay" in kinds or "prompt" in kinds) and beh >= LINKED_EVIDENCE
+        elif (("pay" in kinds or "prompt" in kinds or "para" in kinds) and beh >= LINKED_EVIDENCE
               and "FRESH_ACCOUNT" in codes and "CAPABILITY_CONCENTRATION" in codes):
             action = "throttle"
         elif score >= cfg.review_score:

@@ -60,7 +60,7 @@ ENFORCING = frozenset({"throttle", "suspend"})
 ACTIONS = ("review", "throttle", "suspend")
 
 #: Known groups in display order; groups found in the labels but not listed here follow, sorted.
-ATTACK_FAMILIES = ("hydra", "hydra_evasive", "cot_harvest", "blended", "heavy_scraper")
+ATTACK_FAMILIES = ("hydra", "hydra_evasive", "hydra_stealth", "cot_harvest", "blended", "heavy_scraper")
 BENIGN_PERSONAS = (
     "casual", "developer", "enterprise", "eval_company", "ci_agent", "reseller", "researcher",
     "new_signup",

@@ -1,7 +1,7 @@
 """Traffic simulator: seeded, streaming RequestEvent v1 traffic with ground-truth labels.
 
 Benign personas (the hard negatives of THREATS.md) and attack families (hydra, cot_harvest,
-blended, heavy_scraper, hydra_evasive) are built per scenario (:mod:`consumers.sim.scenarios`
+blended, heavy_scraper, hydra_evasive, hydra_stealth) are built per scenario (:mod:`consumers.sim.scenarios`
 holds every parameter); :class:`Simulation` merges the accounts' lazy arrival processes into one
 ``ts_ms``-sorted stream whose memory does not grow with the number of events.
 

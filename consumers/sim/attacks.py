@@ -9,8 +9,11 @@ campaign id of its operator.
 * ``blended`` — reseller-like accounts (own org, high volume, many /24s) whose traffic mixes
   honest customers with extraction using the templates of a hydra campaign (and its id);
 * ``heavy_scraper`` — a few accounts at thousands a day from one cloud /24 (the naive case);
-* ``hydra_evasive`` — paraphrased templates, residential /24s per account, slow volume ramp,
-  popular honest client strings, mild diurnal shaping, creation spread instead of waves.
+* ``hydra_evasive`` — THREATS.md's evasive variant: hydra with paraphrased templates, a
+  residential proxy network instead of a shared proxy pool, and a slow volume ramp;
+* ``hydra_stealth`` — beyond THREATS.md, every evasion at once: paraphrases, a home /24 of its
+  own per account, slow ramp, popular honest client strings, mild diurnal shaping, creation
+  spread instead of waves, cards shared by at most two accounts.
 
 :func:`build_attacks` returns the accounts (not yet started); draws come from ``world.rng``.
 """
@@ -167,10 +170,32 @@ def build_heavy_scraper(world: World, sc: Scenario, size: int) -> list[Account]:
 
 
 def build_hydra_evasive(world: World, sc: Scenario, size: int, idx: int) -> list[Account]:
-    """An evasive hydra campaign: paraphrases, residential /24s, slow ramp, mimicked clients."""
+    """An evasive hydra campaign (THREATS.md): paraphrased templates, rotating through a
+    residential proxy network, each account ramping up slowly from its creation."""
     beh = sc.evasive_behaviour
     rng = world.rng
     camp = _campaign(world, sc, "hydra_evasive", idx, beh)
+    n_pool = min(beh.pool_max, int(beh.pool_base + beh.pool_per_account * size))
+    pool = [world.residential() for _ in range(n_pool)]
+    cards = _cards(world, size, beh.card_group)
+    out = []
+    for i, created in enumerate(sorted(_wave_times(world, sc, beh, size))):
+        a = _fresh_account(world, sc, camp, created)
+        a.payment_fp = cards[i]
+        a.ips = rng.sample(pool, k=min(len(pool), rng.randint(*beh.account_pool)))
+        a.p_ip_primary = 0.0
+        a.ramp0 = min(1.0, beh.ramp_start / (a.rate_h * 24.0))
+        a.ramp_ms = beh.ramp_days * DAY_MS
+        a.profile = _campaign_profile(world, camp, beh.switch_jitter_h)
+        out.append(a)
+    return out
+
+
+def build_hydra_stealth(world: World, sc: Scenario, size: int, idx: int) -> list[Account]:
+    """A stealth hydra campaign: paraphrases, home /24s, slow ramp, mimicked clients, no waves."""
+    beh = sc.stealth_behaviour
+    rng = world.rng
+    camp = _campaign(world, sc, "hydra_stealth", idx, beh)
     t0 = sc.start_ms - int(beh.created_before_days * DAY_MS)
     t1 = sc.start_ms + int(beh.created_until_frac * (sc.end_ms - sc.start_ms))
     cards = _cards(world, size, beh.card_group)
@@ -239,4 +264,6 @@ def build_attacks(world: World, sc: Scenario) -> list[Account]:
         out += build_heavy_scraper(world, sc, sc.heavy_scraper)
     for i, size in enumerate(sc.hydra_evasive, 1):
         out += build_hydra_evasive(world, sc, size, i)
+    for i, size in enumerate(sc.hydra_stealth, 1):
+        out += build_hydra_stealth(world, sc, size, i)
     return out

@@ -320,7 +320,27 @@ HEAVY_SCRAPER = CampaignBehaviour(
     card_group=(100, 100), p_org=0.0,
 )
 
+#: THREATS.md's evasive variant of hydra: the three evasions it names — paraphrased templates
+#: (4-10 bits from the template), residential IPs instead of a shared proxy pool (a residential
+#: proxy network: a large pool of home /24s, few accounts per /24), slowly ramping volume — on an
+#: otherwise hydra-like campaign (waves, cards in small groups, its own client strings, 24/7)
 HYDRA_EVASIVE = EvasiveBehaviour(
+    rate_median=26.0, rate_sigma=0.15, rate_min=20.0, rate_max=32.0,
+    diurnal="flat", weekend=1.0,
+    tiers={"build": 0.85, "free": 0.15},
+    categories={"coding": 0.5, "agentic": 0.35, "reasoning": 0.15}, cat_jitter=0.15,
+    p_template=0.9, n_templates=(30, 200), noise_bits=(4, 10),
+    elic_cats=_CODE, elic_p=0.85, elic_range=(0.3, 0.7),
+    tool_p=0.55, turns_mean=2.5, uas="attack", n_uas=2, p_ua_primary=0.9,
+    new_share=1.0, p_mini=0.0, p429=0.008,
+    pool_base=300, pool_per_account=4.0, pool_max=20_000, account_pool=(5, 20),
+    ramp_start=5.0, ramp_days=14.0,
+)
+
+#: beyond THREATS.md: every evasion at once — the evasive variant's paraphrases, home /24s of
+#: their own (not a proxy pool), slow ramp, *plus* popular honest client strings, creation spread
+#: instead of waves, a mild daily rhythm and cards shared by at most two accounts (a stress case)
+HYDRA_STEALTH = EvasiveBehaviour(
     rate_median=30.0, rate_sigma=0.2, rate_min=18.0, rate_max=45.0,
     diurnal="mild", weekend=0.9,
     tiers={"build": 0.7, "free": 0.3},
@@ -359,7 +379,8 @@ class Scenario:
     eval_orgs: int  # eval/benchmark companies (orgs of EvalBehaviour.org_size accounts)
     reseller_orgs: int  # reseller platforms (orgs of ResellerBehaviour.org_size accounts)
     hydra: tuple[int, ...]  # accounts per hydra campaign
-    hydra_evasive: tuple[int, ...]  # accounts per evasive hydra campaign
+    hydra_evasive: tuple[int, ...]  # accounts per evasive hydra campaign (THREATS.md's evasions)
+    hydra_stealth: tuple[int, ...]  # accounts per stealth hydra campaign (every evasion at once)
     cot_harvest: tuple[int, ...]  # accounts per CoT-harvesting campaign
     blended: int  # blended reseller accounts (attached to the hydra campaigns in turn)
     heavy_scraper: int  # accounts of the one naive scraping campaign
@@ -382,6 +403,7 @@ class Scenario:
     cot_behaviour: CampaignBehaviour = COT_HARVEST
     heavy_behaviour: CampaignBehaviour = HEAVY_SCRAPER
     evasive_behaviour: EvasiveBehaviour = HYDRA_EVASIVE
+    stealth_behaviour: EvasiveBehaviour = HYDRA_STEALTH
     blended_behaviour: BlendedBehaviour = BLENDED
 
     @property
@@ -409,6 +431,7 @@ class Scenario:
             reseller_orgs=s(self.reseller_orgs),
             hydra=tuple(s(n) for n in self.hydra),
             hydra_evasive=tuple(s(n) for n in self.hydra_evasive),
+            hydra_stealth=tuple(s(n) for n in self.hydra_stealth),
             cot_harvest=tuple(s(n) for n in self.cot_harvest),
             blended=s(self.blended),
             heavy_scraper=s(self.heavy_scraper),
@@ -424,7 +447,7 @@ class Scenario:
 
     def n_attack(self) -> int:
         """Attack accounts in the scenario."""
-        return (sum(self.hydra) + sum(self.hydra_evasive) + sum(self.cot_harvest)
+        return (sum(self.hydra) + sum(self.hydra_evasive) + sum(self.hydra_stealth) + sum(self.cot_harvest)
                 + self.blended + self.heavy_scraper)
 
 
@@ -432,25 +455,25 @@ SCENARIOS: dict[str, Scenario] = {
     # ~1 day, ~400 benign across all personas, every family with small counts
     "smoke": Scenario(
         name="smoke", days=1.0, n_benign=400, eval_orgs=1, reseller_orgs=1,
-        hydra=(40, 20), hydra_evasive=(30,), cot_harvest=(10,), blended=4, heavy_scraper=2,
+        hydra=(40, 20), hydra_evasive=(20,), hydra_stealth=(20,), cot_harvest=(10,), blended=4, heavy_scraper=2,
         enterprise=dataclasses.replace(ENTERPRISE, org_size=(12, 30)),
         reseller=dataclasses.replace(RESELLER, org_size=(1, 1), rate_median=5000.0),
     ),
     # the demo: 1 day, ~3,000 benign, ~400 hydra
     "day": Scenario(
         name="day", days=1.0, n_benign=3000, eval_orgs=2, reseller_orgs=2,
-        hydra=(300, 100), hydra_evasive=(150,), cot_harvest=(30,), blended=6, heavy_scraper=3,
+        hydra=(300, 100), hydra_evasive=(100,), hydra_stealth=(100,), cot_harvest=(30,), blended=6, heavy_scraper=3,
         enterprise=dataclasses.replace(ENTERPRISE, org_size=(50, 200)),
     ),
     "week": Scenario(
         name="week", days=7.0, n_benign=10_000, eval_orgs=3, reseller_orgs=3,
-        hydra=(700, 300), hydra_evasive=(300,), cot_harvest=(40, 30), blended=10,
+        hydra=(700, 300), hydra_evasive=(200,), hydra_stealth=(200,), cot_harvest=(40, 30), blended=10,
         heavy_scraper=4,
     ),
     # the public report: 25,000 attack accounts over 44 days (Apr 22 - Jun 5), mostly hydra
     "seed-scale": Scenario(
         name="seed-scale", days=44.0, n_benign=250_000, eval_orgs=8, reseller_orgs=20,
-        hydra=(12_000, 6_000, 3_000), hydra_evasive=(2_000, 1_265), cot_harvest=(400, 320),
+        hydra=(12_000, 6_000, 3_000), hydra_evasive=(2_000,), hydra_stealth=(1_265,), cot_harvest=(400, 320),
         blended=10, heavy_scraper=5,
     ),
 }

@@ -34,7 +34,7 @@ from consumers.sim.world import COUNTRIES, NEW_MODEL, PROXY_ASNS, UA_MIXES
 HOUR = 3_600_000
 BENIGN = {"casual", "developer", "enterprise", "eval_company", "ci_agent", "reseller",
           "researcher", "new_signup"}
-FAMILIES = {"hydra", "cot_harvest", "blended", "heavy_scraper", "hydra_evasive"}
+FAMILIES = {"hydra", "cot_harvest", "blended", "heavy_scraper", "hydra_evasive", "hydra_stealth"}
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,8 @@ def test_labels_cover_every_persona_family_and_account(smoke):
     assert set(active) == BENIGN | FAMILIES  # every group actually sends traffic
     # smoke sizes from the brief
     assert 350 <= sum(groups[g] for g in BENIGN) <= 600
-    assert 50 <= groups["hydra"] <= 80 and 20 <= groups["hydra_evasive"] <= 40
+    assert 50 <= groups["hydra"] <= 80 and 15 <= groups["hydra_evasive"] <= 30
+    assert 15 <= groups["hydra_stealth"] <= 30
     assert groups["cot_harvest"] >= 5 and groups["blended"] >= 2 and groups["heavy_scraper"] >= 1
     # every account of a campaign has one campaign id; campaigns do not mix families except
     # blended accounts attached to a hydra operator
@@ -400,22 +401,49 @@ def test_blended_mixes_extraction_with_customer_traffic(smoke):
         assert len({e["client_ip_prefix"] for e in evs}) >= 20
 
 
-def test_hydra_evasive_paraphrases_residential_ramp(smoke):
+def _library_distances(sim, events, labels, group):
+    bases = {a.account_id: [t[0] for t in a.profile.templates] for a in sim.accounts if a.group == group}
+    return [min((_sh(e) ^ b).bit_count() for b in bases[e["account_id"]])
+            for e in _by_group(events, labels, group)]
+
+
+def test_hydra_evasive_is_hydra_with_the_three_threats_evasions(smoke):
+    """THREATS.md: paraphrased templates, residential IPs instead of a shared proxy pool, slowly
+    ramping volume — everything else hydra-like (cards in small groups, its own clients)."""
     sim, events, labels = smoke
     ev = _by_group(events, labels, "hydra_evasive")
-    bases = {}
-    for a in sim.accounts:
-        if a.group in ("hydra", "hydra_evasive"):
-            bases[a.account_id] = [t[0] for t in a.profile.templates]
-
-    def dist_to_library(e):
-        sh = _sh(e)
-        return min((sh ^ b).bit_count() for b in bases[e["account_id"]])
-
-    d_ev = [dist_to_library(e) for e in ev]
-    assert sum(4 <= d <= 10 for d in d_ev) >= 0.7 * len(d_ev)
-    d_hy = [dist_to_library(e) for e in _by_group(events, labels, "hydra")]
+    d_ev = _library_distances(sim, events, labels, "hydra_evasive")
+    assert sum(4 <= d <= 10 for d in d_ev) >= 0.8 * len(d_ev)
+    d_hy = _library_distances(sim, events, labels, "hydra")
     assert sum(d <= 3 for d in d_hy) >= 0.85 * len(d_hy)
+    residential = {asn for _, _, asns in COUNTRIES.values() for asn in asns}
+    assert {e["asn"] for e in ev} <= residential
+    # a proxy network: each account rotates through several /24s, few accounts per /24
+    per_acct = collections.defaultdict(set)
+    per_prefix = collections.defaultdict(set)
+    for e in ev:
+        per_acct[e["account_id"]].add(e["client_ip_prefix"])
+        per_prefix[e["client_ip_prefix"]].add(e["account_id"])
+    assert statistics.median(len(v) for v in per_acct.values()) >= 3
+    assert statistics.mean(len(v) for v in per_prefix.values()) < 2.5
+    card_of = {e["account_id"]: e["payment_fingerprint"] for e in ev}
+    sharing = collections.Counter(card_of.values())
+    assert len(sharing) < len(card_of) and max(sharing.values()) <= 10  # cards shared by small groups
+    assert not {e["user_agent"] for e in ev} & set(UA_MIXES["mimic"])
+    # slow ramp: each account's volume grows with its age
+    sc = sim.scenario
+    accts = [a for a in sim.accounts if a.group == "hydra_evasive"]
+    assert all(a.ramp_ms > 0 and a.ramp0 < 0.5 for a in accts)
+    hour = sc.start_ms // HOUR + 2
+    assert all(a.hour_rate(hour) < a.hour_rate(hour + 24 * 20) for a in accts
+               if a.created_ms > sc.start_ms - 3 * 24 * HOUR)
+
+
+def test_hydra_stealth_paraphrases_home_prefixes_ramp_mimicry(smoke):
+    sim, events, labels = smoke
+    ev = _by_group(events, labels, "hydra_stealth")
+    d_ev = _library_distances(sim, events, labels, "hydra_stealth")
+    assert sum(4 <= d <= 10 for d in d_ev) >= 0.7 * len(d_ev)
     residential = {asn for _, _, asns in COUNTRIES.values() for asn in asns}
     assert {e["asn"] for e in ev} <= residential
     assert {e["user_agent"] for e in ev} <= set(UA_MIXES["mimic"])
@@ -427,7 +455,7 @@ def test_hydra_evasive_paraphrases_residential_ramp(smoke):
     # slow ramp: accounts younger than a week send less than older ones
     sc = sim.scenario
     per = collections.Counter(e["account_id"] for e in ev)
-    created = {a.account_id: a.created_ms for a in sim.accounts if a.group == "hydra_evasive"}
+    created = {a.account_id: a.created_ms for a in sim.accounts if a.group == "hydra_stealth"}
     young = [per[a] for a, c in created.items() if sc.start_ms - 7 * 24 * HOUR < c < sc.start_ms]
     old = [per[a] for a, c in created.items() if c < sc.start_ms - 10 * 24 * HOUR]
     assert young and old and statistics.mean(young) < statistics.mean(old)

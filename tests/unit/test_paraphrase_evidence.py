@@ -1,0 +1,238 @@
+"""Paraphrase-tolerant prompt evidence and the campaign rules built on it (pure core, no broker).
+
+Paraphrase keys (3 of a SimHash's 8 bytes) survive the bit flips of a paraphrase but collide by
+chance at scale, so the campaign stage counts them only in numbers (``para_min_links``) and as a
+share of what the account announced (``para_min_share``), and a single one never merges two
+established campaigns.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from consumers.core.account_stage import AccountProcessor
+from consumers.core.campaign_stage import CampaignProcessor, kind_of
+from consumers.core.config import DAY_MS, DetectorConfig
+from consumers.core.features import paraphrase_keys, prompt_keys
+from consumers.core.policy import PolicyProcessor
+from consumers.core.stage import Record
+from tests.eventgen import valid_event
+from tests.unit.test_core_stages import latest_links, obs
+
+
+def _flip(h: int, k: int, rng: random.Random) -> int:
+    for bit in rng.sample(range(64), k):
+        h ^= 1 << bit
+    return h
+
+
+def _hex(h: int) -> str:
+    return f"{h:016x}"
+
+
+# --- the keys ------------------------------------------------------------------------------------
+
+def test_paraphrase_keys_survive_paraphrases_where_exact_keys_do_not() -> None:
+    rng = random.Random(7)
+    kept_para = kept_exact = 0
+    for _ in range(300):
+        template = rng.getrandbits(64)
+        t_para = set(paraphrase_keys(_hex(template), 1))
+        t_exact = set(prompt_keys(_hex(template)))
+        p = _hex(_flip(template, 6, rng))   # a paraphrase: 6 bits away
+        kept_para += bool(t_para & set(paraphrase_keys(p, 1)))
+        kept_exact += bool(t_exact & set(prompt_keys(p)))
+    assert kept_para >= 0.9 * 300       # 3 of 8 bytes untouched by 6 flips: mostly
+    assert kept_exact <= 0.25 * 300     # 2 whole 16-bit blocks untouched: rarely
+
+
+def test_paraphrase_keys_sampling_is_consistent_and_about_one_in_sample() -> None:
+    rng = random.Random(3)
+    hashes = [_hex(rng.getrandbits(64)) for _ in range(4000)]
+    for sample in (4, 16, 64):
+        n = sum(len(paraphrase_keys(h, sample)) for h in hashes) / len(hashes)
+        assert 56 / sample * 0.8 <= n <= 56 / sample * 1.2, (sample, n)
+    # a key is kept or dropped whatever the rest of the hash: two hashes that share bytes 0-2
+    # both keep or both drop the key made of them
+    for _ in range(500):
+        a = rng.getrandbits(64)
+        b = (a & (0xFFFFFF << 40)) | rng.getrandbits(40)
+        ka = [k for k in paraphrase_keys(_hex(a), 16) if k.startswith("q012:")]
+        kb = [k for k in paraphrase_keys(_hex(b), 16) if k.startswith("q012:")]
+        assert ka == kb
+    assert kind_of("q012:abcdef") == "para" and kind_of("p0:01234567") == "prompt" and kind_of("pay:x") == "pay"
+
+
+def test_unrelated_prompts_rarely_share_a_paraphrase_key() -> None:
+    rng = random.Random(11)
+    seen: set[str] = set()
+    collisions = 0
+    for _ in range(20_000):
+        ks = paraphrase_keys(_hex(rng.getrandbits(64)), 16)
+        collisions += any(k in seen for k in ks)
+        seen.update(ks)
+    # ~70k keys over 56 x 2**24 values: a handful of chance collisions, not more
+    assert collisions < 40
+
+
+# --- the account stage: who announces them --------------------------------------------------------
+
+def _announced(cfg: DetectorConfig, age_days: float, n: int = 40) -> list[str]:
+    ap = AccountProcessor(cfg)
+    t0 = 1_776_816_000_000
+    rng = random.Random(5)
+    recs = []
+    for i in range(n):
+        ev = valid_event(event_id=f"e{i}", ts_ms=t0 + i * 60_000, account_id="a1",
+                         account_created_ms=t0 - int(age_days * DAY_MS),
+                         prompt_simhash=_hex(rng.getrandbits(64)))
+        recs.append(Record("llm.requests", b"a1", orjson.dumps(ev), offset=i))
+    return [orjson.loads(r.value)["f"] for r in ap.process(recs) if r.topic == "observations"
+            and orjson.loads(r.value)["k"] == "fp"]
+
+
+def test_only_fresh_accounts_announce_paraphrase_keys_each_once() -> None:
+    cfg = DetectorConfig()
+    fresh = [f for f in _announced(cfg, age_days=2) if f.startswith("q")]
+    old = [f for f in _announced(cfg, age_days=400) if f.startswith("q")]
+    assert len(fresh) >= 40 and len(fresh) == len(set(fresh))
+    assert old == []
+    # the age limit is configuration
+    assert [f for f in _announced(DetectorConfig(para_max_age_days=1.0), age_days=2) if f.startswith("q")] == []
+
+
+# --- the campaign stage ---------------------------------------------------------------------------
+
+SMALL = dict(link_min_units={"prompt": 2, "para": 3, "ip": 2, "pay": 2, "ua": 2, "wave": 2},
+             campaign_min_size=3, para_min_links=3, campaign_min_templates=5)
+
+
+def _para_campaign(cp: CampaignProcessor, accounts: list[str], keys: list[str], t: int) -> list[Record]:
+    out: list[Record] = []
+    for a in accounts:
+        out += cp.process([obs(k, a, None, t) for k in keys])
+        t += 10
+    return out
+
+
+@pytest.mark.parametrize("n_keys", [2, 3, 5])
+def test_paraphrase_evidence_counts_only_in_numbers(n_keys: int) -> None:
+    cp = CampaignProcessor(DetectorConfig(**SMALL))
+    accts = [f"c{i}" for i in range(6)]
+    keys = [f"q012:00000{i}" for i in range(n_keys)]
+    # each account also shares a card with one other: a second kind of evidence
+    out: list[Record] = []
+    for i, a in enumerate(accts):
+        out += cp.process([obs(f"pay:card{i // 2}", a, None, 100 + i)])
+    out += _para_campaign(cp, accts, keys, 1_000)
+    last = latest_links(out)
+    assert all(last[a]["kinds"].get("para") == n_keys for a in accts)  # reported: the policy adds them up
+    if n_keys < 3:   # one or two 24-bit keys in common can be chance: not a kind, no campaign
+        assert all(last[a]["cid"] is None for a in accts)
+    else:
+        assert all(last[a]["kinds"].get("para") == n_keys for a in accts)
+        assert len({last[a]["cid"] for a in accts}) == 1 and last[accts[0]]["cid"] is not None
+        assert max(last[a]["size"] for a in accts) == len(accts)
+
+
+def test_paraphrase_links_alone_make_a_campaign_from_campaign_min_templates() -> None:
+    for n_keys, expect in ((4, False), (5, True)):
+        cp = CampaignProcessor(DetectorConfig(**SMALL))
+        accts = [f"c{i}" for i in range(5)]
+        last = latest_links(_para_campaign(cp, accts, [f"q123:0000{i:02x}" for i in range(n_keys)], 1_000))
+        assert all((last[a]["cid"] is not None) is expect for a in accts), (n_keys, last)
+
+
+def test_chance_collisions_of_a_heavy_account_are_not_evidence() -> None:
+    """A heavy honest account announces thousands of paraphrase keys; the few that collide with a
+    campaign's are under ``para_min_share`` of them, so they do not count."""
+    cfg = DetectorConfig(**SMALL)
+    cp = CampaignProcessor(cfg)
+    keys = [f"q012:0000{i:02x}" for i in range(6)]
+    out = _para_campaign(cp, [f"c{i}" for i in range(5)], keys, 1_000)
+    heavy = [obs(f"q567:{i:06x}", "heavy", None, 2_000) for i in range(1_000)]
+    out += cp.process(heavy + [obs(k, "heavy", None, 3_000) for k in keys[:4]])
+    last = latest_links(out)
+    assert "para" not in last["heavy"]["kinds"] and last["heavy"]["cid"] is None
+    # control: the same four links from a light account count
+    out += cp.process([obs(k, "light", None, 4_000) for k in keys[:4]])
+    assert latest_links(out)["light"]["kinds"].get("para") == 4
+
+
+def _two_campaigns(cp: CampaignProcessor) -> tuple[list[Record], list[str], list[str], list[str]]:
+    a_keys = [f"q012:aaaa{i:02x}" for i in range(6)]
+    b_keys = [f"q012:bbbb{i:02x}" for i in range(6)]
+    a = [f"a{i}" for i in range(5)]
+    b = [f"b{i}" for i in range(5)]
+    out = _para_campaign(cp, a, a_keys, 1_000) + _para_campaign(cp, b, b_keys, 2_000)
+    return out, a_keys, b, a
+
+
+def test_one_chance_paraphrase_link_does_not_merge_established_campaigns() -> None:
+    cp = CampaignProcessor(DetectorConfig(**SMALL))
+    out, a_keys, b, a = _two_campaigns(cp)
+    cid_a, cid_b = latest_links(out)[a[0]]["cid"], latest_links(out)[b[0]]["cid"]
+    assert cid_a and cid_b and cid_a != cid_b
+    # b's members hit one of a's keys by chance (enough of them for the key to be evidence)
+    for m in b:
+        out += cp.process([obs(a_keys[0], m, None, 3_000)])
+    last = latest_links(out)
+    assert {last[m]["cid"] for m in b} == {cid_b} and {last[m]["cid"] for m in a} == {cid_a}
+
+
+def test_many_shared_paraphrase_links_do_merge_campaigns() -> None:
+    cp = CampaignProcessor(DetectorConfig(**SMALL))
+    out, a_keys, b, a = _two_campaigns(cp)
+    for m in b:
+        out += cp.process([obs(k, m, None, 3_000) for k in a_keys])   # as many links as its own
+    last = latest_links(out)
+    assert len({last[m]["cid"] for m in a + b}) == 1
+
+
+@pytest.mark.parametrize("rare_client", [True, False])
+def test_creation_wave_unites_only_with_a_rare_client(rare_client: bool) -> None:
+    """Cards shared in pairs (components of two) from one sign-up wave: the wave unites them
+    into one campaign only when their client string is rare (shared, not hot)."""
+    hot = {"prompt": 100, "para": 100, "ip": 100, "pay": 100, "ua": 100 if rare_client else 3, "wave": 100}
+    cfg = DetectorConfig(**{**SMALL, "campaign_min_size": 5}, hot_units=hot)
+    cp = CampaignProcessor(cfg)
+    accts = [f"w{i}" for i in range(8)]
+    out: list[Record] = []
+    for i, a in enumerate(accts):
+        out += cp.process([obs("wave:123:bot/1", a, None, 100 + i), obs("ua:bot/1", a, None, 100 + i),
+                           obs(f"pay:card{i // 2}", a, None, 100 + i)])
+    last = latest_links(out)
+    cids = {last[a]["cid"] for a in accts}
+    if rare_client:
+        assert len(cids) == 1 and None not in cids
+    else:
+        assert cids == {None}
+
+
+# --- the policy -----------------------------------------------------------------------------------
+
+def _decide(kinds_by_partition: dict[str, dict[str, int]], beh: float, codes: list[str]) -> dict[str, Any] | None:
+    pp = PolicyProcessor(DetectorConfig(), "test")
+    recs = [Record("verdicts", b"x", orjson.dumps({"k": "beh", "a": "x", "o": None, "b": beh,
+                                                   "r": [[c, 1] for c in codes], "w": 10, "ws": 1, "n": 9}))]
+    for p, kinds in kinds_by_partition.items():
+        recs.append(Record("verdicts", b"x", orjson.dumps({"k": "link", "a": "x", "o": None, "kinds": kinds,
+                                                          "cid": None, "size": None, "w": 11, "p": int(p)})))
+    out = pp.process(recs)
+    return orjson.loads(out[-1].value) if out else None
+
+
+def test_policy_adds_paraphrase_links_across_partitions() -> None:
+    codes = ["FRESH_ACCOUNT", "CAPABILITY_CONCENTRATION"]
+    # two links on each of two campaign-stage partitions: four in all, above para_min_links
+    f = _decide({"0": {"para": 2}, "1": {"para": 2}}, 0.5, codes)
+    assert f is not None and f["action"] == "throttle"
+    assert {"code": "PARAPHRASED_PROMPTS", "value": 4,
+            "detail": "4 paraphrase-tolerant prompt fingerprints shared with unrelated accounts or organisations"} in f["reasons"]
+    # two in all is not evidence: no enforcement, no paraphrase reason
+    g = _decide({"0": {"para": 1}, "1": {"para": 1}}, 0.5, codes)
+    assert g is None or (g["action"] == "review" and all(r["code"] != "PARAPHRASED_PROMPTS" for r in g["reasons"]))
