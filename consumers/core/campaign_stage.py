@@ -4,7 +4,7 @@ Input: ``observations`` from the account stage. Two kinds of message:
 
 * ``{"k": "fp", "f": fingerprint, "a": account, "o": org, ...}`` — an account shows a
   fingerprint (client prefix ``ip:``, payment ``pay:``, client string ``ua:``, creation wave
-  ``wave:``, prompt LSH key ``p<i>:``). Keyed by the fingerprint, so every account that shares it
+  ``wave:``, prompt LSH key ``p<i>:``, paraphrase key ``q<xyz>:``). Keyed by the fingerprint, so every account that shares it
   lands here, whichever account partition it came from.
 * ``{"k": "beh", "a": account, ...}`` — a behaviour summary, relayed unchanged to ``verdicts``
   (so the policy stage sees one ordered stream per account; no feedback loop, no race).
@@ -16,17 +16,22 @@ evidence (enterprise templates, one company card). A group that spans more than
 ``hot_units[kind]`` units is common infrastructure (a big cloud prefix, a popular SDK) and stops
 being evidence, so it can never merge everything into one campaign.
 
-Paraphrase keys (``q<xyz>:``, 24 bits) collide by chance at scale, so they count as a kind only
-once an account shares ``para_min_links`` of them. An account linked by shared evidence of at
+Paraphrase keys (24 bits) collide by chance at scale, so they count as a kind only once an
+account shares ``para_min_links`` of them, and at least ``para_min_share`` of the paraphrase keys
+it announced to this partition (a heavy honest user collides with a few out of thousands). An account linked by shared evidence of at
 least ``campaign_min_kinds`` kinds, one of them a prompt, paraphrase or payment link — or by
 ``campaign_min_templates`` prompt keys (exact or paraphrase) on their own — is a *campaign
 member*; its prompt, payment and client-prefix groups (paraphrase groups once counted, and its
-creation-wave group when its client string is rare: shared, but not hot) are united (union-find; client strings and creation waves are not, as unrelated campaigns and
-people share them) into a campaign whose id is the id of its oldest group, so ids are stable as the campaign grows. Once a
-campaign has ``campaign_min_size`` members, every member gets a verdict with the campaign id;
-when two campaigns merge, the members of the younger one get the older id.
+creation-wave group when its client string is rare: shared, but not hot) are united
+(union-find; client strings are not, as unrelated campaigns and people share them) into a
+campaign whose id is the id of its oldest group, so ids are stable as the campaign grows. One
+prompt, paraphrase or client-prefix link — a chance collision, or a residential proxy exit that
+is also somebody's home — never ties an account to an *established* campaign (one with
+``campaign_min_size`` members) nor merges two: that takes two links. Once a campaign has
+``campaign_min_size`` members, every member gets a verdict with the campaign id; when two
+campaigns merge, the members of the younger one get the older id.
 
-Output: ``verdicts`` keyed by account: ``{"k": "link", "a", "o", "kinds": {kind: units},
+Output: ``verdicts`` keyed by account: ``{"k": "link", "a", "o", "kinds": {kind: units, "para": keys},
 "cid", "size", "w", "p"}`` (``p``: this partition — with several campaign-stage partitions an
 account's fingerprints, and so its verdicts, come from several of them; the policy stage keeps
 the latest verdict of each and combines them) and the relayed ``beh`` messages.
@@ -53,6 +58,8 @@ STRONG_KINDS = ("prompt", "para", "pay")
 #: unrelated campaigns and honest users share; creation waves only for an account whose client
 #: string is rare — shared, yet not hot)
 UNION_KINDS = ("prompt", "para", "pay", "ip")
+#: ... of which one link alone never merges established campaigns (see ``_may_unite``)
+WEAK_UNION_KINDS = ("prompt", "para", "ip")
 
 
 def kind_of(fp: str) -> str:
@@ -330,7 +337,14 @@ class CampaignProcessor:
                 into: dict[str, int] = {}
                 for r in of.values():
                     into[r] = into.get(r, 0) + 1
-                first = min(fps, key=lambda fp: (-into[of[fp]], fp))
+                ok = [fp for fp in fps if not self._lone_weak_link(a, fp, of[fp], into)]
+                if not ok:
+                    # its only ties to campaigns are lone weak links: linked, but not attributed
+                    if a.cid is not None:
+                        self._leave_campaign(acct, a)
+                    self._emit(out, acct, a, w)
+                    return
+                first = min(ok, key=lambda fp: (-into[of[fp]], fp))
                 root = of[first]
                 if root not in self.roots:
                     self.roots[root] = [self._age(root)[0], {}]
@@ -364,14 +378,11 @@ class CampaignProcessor:
     def _may_unite(self, a: AccountLinks, fp: str, other: str, main: str, unites: list[str],
                    into: dict[str, int] | None = None) -> bool:
         """Whether the account's link ``fp`` may unite its campaign (root ``main``) with the
-        link's (root ``other``). A paraphrase key can be a chance collision, so it never merges an
-        *established* campaign (``campaign_min_size`` members) into the account's unless the
-        account has two or more links into that campaign and at least half as many as into its
-        own."""
-        if a.links.get(fp) != "para":
-            return True
-        r = self.roots.get(other)
-        if r is None or len(r[1]) < self.cfg.campaign_min_size:
+        link's (root ``other``). A prompt or paraphrase key can be a chance collision, and a
+        client prefix can be a residential proxy exit that is also somebody's home, so such links
+        merge an *established* campaign (``campaign_min_size`` members) into the account's only
+        when the account has two or more links into it, and at least half as many as into its own."""
+        if a.links.get(fp) not in WEAK_UNION_KINDS or not self._established(other):
             return True
         if into is None:
             into = {}
@@ -381,6 +392,15 @@ class CampaignProcessor:
                     into[x] = into.get(x, 0) + 1
         n = into.get(other, 0)
         return n >= 2 and 2 * n >= into.get(main, 0)
+
+    def _lone_weak_link(self, a: AccountLinks, fp: str, root: str, into: dict[str, int]) -> bool:
+        """A prompt, paraphrase or client-prefix link that is the account's only tie to an established
+        campaign: not enough to attribute the account to it (see :meth:`_may_unite`)."""
+        return a.links.get(fp) in WEAK_UNION_KINDS and self._established(root) and into.get(root, 0) < 2
+
+    def _established(self, root: str) -> bool:
+        r = self.roots.get(root)
+        return r is not None and len(r[1]) >= self.cfg.campaign_min_size
 
     def _leave_campaign(self, acct: str, a: AccountLinks) -> None:
         root = self._find(a.cid) if a.cid is not None else None
@@ -399,12 +419,14 @@ class CampaignProcessor:
             if len(comp) >= self.cfg.campaign_min_size:
                 cid = campaign_id_for(root)
                 size = len(comp)
-        kinds = self._kinds(a)
-        # paraphrase-key counts matter to the policy up to campaign_min_templates (summed across partitions)
-        summary = [sorted(kinds), min(kinds.get("para", 0), self.cfg.campaign_min_templates), cid]
+        # what the policy acts on: the kinds, the paraphrase-key count up to campaign_min_templates
+        # (it adds them up across partitions), the campaign; computed from the counts alone
+        para = a.kc.get("para", 0) if self._para_share_ok(a) else 0
+        summary = [sorted(k for k in a.kc if k != "para" or para), min(para, self.cfg.campaign_min_templates), cid]
         if summary == a.sent:
             return
         a.sent = summary
+        kinds = self._kinds(a)
         out.append(Record(topic="verdicts", key=acct.encode(), value=orjson.dumps(
             {"k": "link", "a": acct, "o": a.org, "kinds": kinds, "cid": cid, "size": size, "w": w,
              "p": self.partition})))

@@ -15,7 +15,9 @@ stage keeps the latest of each and the last flag it emitted, and decides:
     ordinary (an old account used like a person uses it) gets ``review``: a person looks first;
     so does an established (not fresh) member of a *small* campaign (fewer than
     ``small_campaign_size`` accounts): a handful of old accounts sharing a card, an office
-    network and templates is usually a team or a household, not a campaign.
+    network and templates is usually a team or a household, not a campaign; and so does an
+    established member tied to its campaign by infrastructure alone (client prefixes, a card) with
+    no prompts in common — residential proxies exit from real homes.
   - not a campaign member: ``throttle`` when a *fresh* account runs at *heavy volume* with
     behaviour evidence ≥ 0.85 (the naive scraper), or when a *fresh* account that targets
     high-value capabilities (behaviour evidence ≥ 0.45) shares a payment instrument, prompt
@@ -155,8 +157,13 @@ class PolicyProcessor:
         codes = {r[0] for r in beh_reasons}
         action: str | None = None
         if cid is not None:
-            small_established = (size or 0) < cfg.small_campaign_size and "FRESH_ACCOUNT" not in codes
-            if beh >= BEHAVIOUR_SUPPORT and score >= cfg.throttle_score and not small_established:
+            established = "FRESH_ACCOUNT" not in codes
+            small_established = established and (size or 0) < cfg.small_campaign_size
+            # an established account tied to a campaign by infrastructure alone (prefixes, a card)
+            # and no shared content: e.g. a household whose home /24 is also a residential proxy exit
+            infra_only = established and "prompt" not in kinds and "para" not in kinds
+            if (beh >= BEHAVIOUR_SUPPORT and score >= cfg.throttle_score and not small_established
+                    and not infra_only):
                 action = "suspend" if score >= cfg.suspend_score else "throttle"
             else:
                 action = "review"

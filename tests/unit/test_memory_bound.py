@@ -1,6 +1,7 @@
 """Bounded memory: a flood of a million distinct accounts (an attacker creating accounts, or ids
-churned on purpose) or a million distinct fingerprints keeps each stage's state under its
-configured cap, is reported in the stage's counters, and never crashes the detector.
+churned on purpose; fresh, so each also keeps paraphrase keys) or a million distinct fingerprints
+keeps each stage's state under its configured cap, is reported in the stage's counters, and never
+crashes the detector.
 
 Memory is measured as live allocated blocks (``sys.getallocatedblocks``: what the stage holds,
 unaffected by allocator fragmentation from earlier tests): once the caps are reached it must stay
@@ -24,7 +25,7 @@ T0 = 1_776_816_000_000
 
 _TEMPLATE = (
     '{{"schema_version":1,"event_id":"e{i}","ts_ms":{ts},"account_id":"flood-{i}","org_id":null,'
-    '"api_key_id":null,"account_created_ms":0,"account_tier":"free","model":"m","input_tokens":10,'
+    '"api_key_id":null,"account_created_ms":{created},"account_tier":"free","model":"m","input_tokens":10,'
     '"output_tokens":20,"latency_ms":5,"status":200,"client_ip_prefix":"10.0.0.0/24","asn":1,'
     '"country":"US","user_agent":"ua","payment_fingerprint":null,"prompt_simhash":"0123456789abcdef",'
     '"task_category":"coding","reasoning_elicitation":0.5,"tool_use":false,"n_turns":1}}'
@@ -41,7 +42,7 @@ def test_a_million_distinct_accounts_stay_under_the_cap() -> None:
     chunk = 50_000
     warm = 0
     for start in range(0, N, chunk):
-        recs = [Record("requests", None, _TEMPLATE.format(i=i, ts=T0 + i).encode(), 0, i)
+        recs = [Record("requests", None, _TEMPLATE.format(i=i, ts=T0 + i, created=T0 - 86_400_000).encode(), 0, i)
                 for i in range(start, start + chunk)]
         proc.process(recs)
         proc.take_changes()  # as the runner does at every checkpoint

@@ -236,3 +236,42 @@ def test_policy_adds_paraphrase_links_across_partitions() -> None:
     # two in all is not evidence: no enforcement, no paraphrase reason
     g = _decide({"0": {"para": 1}, "1": {"para": 1}}, 0.5, codes)
     assert g is None or (g["action"] == "review" and all(r["code"] != "PARAPHRASED_PROMPTS" for r in g["reasons"]))
+
+
+def test_a_household_behind_one_proxy_exit_is_not_merged_into_the_campaign() -> None:
+    """Residential proxies are somebody's home: two people sharing a card, whose /24 a campaign
+    also exits from, stay out of the campaign (one client-prefix link is not enough)."""
+    cfg = DetectorConfig(**{**SMALL, "link_min_units": {**SMALL["link_min_units"], "ip": 3}})
+    cp = CampaignProcessor(cfg)
+    out: list[Record] = []
+    bots = [f"bot{i}" for i in range(6)]
+    for i, b in enumerate(bots):   # a campaign: one card per pair, a pool of proxy prefixes
+        out += cp.process([obs(f"pay:bot{i // 2}", b, None, 100 + i)]
+                          + [obs(f"ip:10.0.{j}.0/24", b, None, 100 + i) for j in range(4)])
+    cid = latest_links(out)[bots[-1]]["cid"]
+    assert cid is not None and {latest_links(out)[b]["cid"] for b in bots} == {cid}
+    for h in ("home1", "home2"):
+        out += cp.process([obs("pay:family", h, None, 500), obs("ip:10.0.0.0/24", h, None, 500)])
+    last = latest_links(out)
+    assert set(last["home1"]["kinds"]) == {"ip", "pay"} and last["home1"]["cid"] != cid
+    # control: an account with two prefixes of the pool is united with the campaign
+    out += cp.process([obs("pay:bot9", "bot9", None, 600), obs("pay:bot9", "bot10", None, 600),
+                       obs("ip:10.0.1.0/24", "bot9", None, 600), obs("ip:10.0.2.0/24", "bot9", None, 600)])
+    assert latest_links(out)["bot9"]["cid"] == cid
+
+
+@pytest.mark.parametrize(("kinds", "codes", "enforced"), [
+    ({"ip": 4, "pay": 2}, ["CAPABILITY_CONCENTRATION"], False),           # household behind a proxy exit
+    ({"ip": 4, "pay": 2, "prompt": 5}, ["CAPABILITY_CONCENTRATION"], True),  # shares templates too
+    ({"ip": 4, "pay": 2}, ["FRESH_ACCOUNT", "CAPABILITY_CONCENTRATION"], True),  # a fresh member
+])
+def test_established_member_tied_by_infrastructure_alone_goes_to_review(
+        kinds: dict[str, int], codes: list[str], enforced: bool) -> None:
+    pp = PolicyProcessor(DetectorConfig(), "test")
+    recs = [Record("verdicts", b"x", orjson.dumps({"k": "beh", "a": "x", "o": None, "b": 0.4,
+                                                   "r": [[c, 1] for c in codes], "w": 10, "ws": 1, "n": 9})),
+            Record("verdicts", b"x", orjson.dumps({"k": "link", "a": "x", "o": None, "kinds": kinds,
+                                                   "cid": "cmp-big", "size": 1000, "w": 11, "p": 0}))]
+    f = orjson.loads(pp.process(recs)[-1].value)
+    assert f["campaign_id"] == "cmp-big"
+    assert (f["action"] in ("throttle", "suspend")) is enforced, f
