@@ -17,7 +17,7 @@ stage keeps the latest of each and the last flag it emitted, and decides:
     ``small_campaign_size`` accounts): a handful of old accounts sharing a card, an office
     network and templates is usually a team or a household, not a campaign; and so does an
     established member tied to its campaign by infrastructure alone (client prefixes, a card) with
-    no prompts in common — residential proxies exit from real homes.
+    no prompts, rare client or sign-up wave in common — residential proxies exit from real homes.
   - not a campaign member: ``throttle`` when a *fresh* account runs at *heavy volume* with
     behaviour evidence ≥ 0.85 (the naive scraper), or when a *fresh* account that targets
     high-value capabilities (behaviour evidence ≥ 0.45) shares a payment instrument, prompt
@@ -49,6 +49,8 @@ from consumers.core.stage import Record
 BEHAVIOUR_SUPPORT = 0.15
 SCRAPER_EVIDENCE = 0.85
 LINKED_EVIDENCE = 0.45
+#: kinds of shared evidence that are infrastructure only (see the campaign-member rule)
+INFRASTRUCTURE_KINDS = frozenset({"ip", "pay"})
 
 LINK_REASONS = {
     "prompt": ("SHARED_PROMPTS", "near-duplicate prompts shared with {v} unrelated accounts or organisations"),
@@ -159,9 +161,10 @@ class PolicyProcessor:
         if cid is not None:
             established = "FRESH_ACCOUNT" not in codes
             small_established = established and (size or 0) < cfg.small_campaign_size
-            # an established account tied to a campaign by infrastructure alone (prefixes, a card)
-            # and no shared content: e.g. a household whose home /24 is also a residential proxy exit
-            infra_only = established and "prompt" not in kinds and "para" not in kinds
+            # an established account tied to a campaign by infrastructure alone (prefixes, a card;
+            # no shared prompts, rare client or sign-up wave): e.g. a household whose home /24 is
+            # also a residential proxy exit
+            infra_only = established and set(kinds) <= INFRASTRUCTURE_KINDS
             if (beh >= BEHAVIOUR_SUPPORT and score >= cfg.throttle_score and not small_established
                     and not infra_only):
                 action = "suspend" if score >= cfg.suspend_score else "throttle"

@@ -264,6 +264,7 @@ def test_a_household_behind_one_proxy_exit_is_not_merged_into_the_campaign() -> 
     ({"ip": 4, "pay": 2}, ["CAPABILITY_CONCENTRATION"], False),           # household behind a proxy exit
     ({"ip": 4, "pay": 2, "prompt": 5}, ["CAPABILITY_CONCENTRATION"], True),  # shares templates too
     ({"ip": 4, "pay": 2}, ["FRESH_ACCOUNT", "CAPABILITY_CONCENTRATION"], True),  # a fresh member
+    ({"ip": 4, "pay": 2, "ua": 9, "wave": 12}, ["CAPABILITY_CONCENTRATION"], True),  # rare client, sign-up wave
 ])
 def test_established_member_tied_by_infrastructure_alone_goes_to_review(
         kinds: dict[str, int], codes: list[str], enforced: bool) -> None:
