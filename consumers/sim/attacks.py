@@ -21,6 +21,7 @@ campaign id of its operator.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from consumers.sim.accounts import Account, Profile, hour_factors, ua_tuple
@@ -31,6 +32,7 @@ from consumers.sim.world import (
     DAY_MS,
     HOUR_MS,
     PROXY_ASNS,
+    Infra,
     Template,
     World,
 )
@@ -113,14 +115,18 @@ def _fresh_account(world: World, sc: Scenario, camp: Campaign, created: int) -> 
     return a
 
 
-def build_hydra(world: World, sc: Scenario, size: int, idx: int) -> tuple[Campaign, list[Account]]:
-    """One hydra campaign of ``size`` accounts behind a shared proxy pool."""
-    beh = sc.hydra_behaviour
+def _pool_size(beh: CampaignBehaviour, size: int) -> int:
+    """/24s in the pool of a campaign of ``size`` accounts."""
+    return min(beh.pool_max, int(beh.pool_base + beh.pool_per_account * size))
+
+
+def _pooled_accounts(world: World, sc: Scenario, camp: Campaign, size: int, pool: list[Infra],
+                     finish: Callable[[Account], None]) -> list[Account]:
+    """The accounts of a campaign behind a pool of /24s: created in waves, cards shared by small
+    groups, each rotating through its own subset of the pool; ``finish`` sets the rest (its
+    content profile, ramp), called for each account in turn."""
+    beh = camp.beh
     rng = world.rng
-    camp = _campaign(world, sc, "hydra", idx, beh)
-    asns = rng.sample(sorted(PROXY_ASNS), k=rng.randint(*beh.pool_asns))
-    n_pool = min(beh.pool_max, int(beh.pool_base + beh.pool_per_account * size))
-    pool = [world.proxy(rng.choice(asns)) for _ in range(n_pool)]
     cards = _cards(world, size, beh.card_group)
     out = []
     for i, created in enumerate(sorted(_wave_times(world, sc, beh, size))):
@@ -128,9 +134,23 @@ def build_hydra(world: World, sc: Scenario, size: int, idx: int) -> tuple[Campai
         a.payment_fp = cards[i]
         a.ips = rng.sample(pool, k=min(len(pool), rng.randint(*beh.account_pool)))
         a.p_ip_primary = 0.0
-        a.profile = _campaign_profile(world, camp, beh.switch_jitter_h)
+        finish(a)
         out.append(a)
-    return camp, out
+    return out
+
+
+def build_hydra(world: World, sc: Scenario, size: int, idx: int) -> tuple[Campaign, list[Account]]:
+    """One hydra campaign of ``size`` accounts behind a shared proxy pool."""
+    beh = sc.hydra_behaviour
+    rng = world.rng
+    camp = _campaign(world, sc, "hydra", idx, beh)
+    asns = rng.sample(sorted(PROXY_ASNS), k=rng.randint(*beh.pool_asns))
+    pool = [world.proxy(rng.choice(asns)) for _ in range(_pool_size(beh, size))]
+
+    def finish(a: Account) -> None:
+        a.profile = _campaign_profile(world, camp, beh.switch_jitter_h)
+
+    return camp, _pooled_accounts(world, sc, camp, size, pool, finish)
 
 
 def build_cot_harvest(world: World, sc: Scenario, size: int, idx: int) -> list[Account]:
@@ -138,19 +158,13 @@ def build_cot_harvest(world: World, sc: Scenario, size: int, idx: int) -> list[A
     beh = sc.cot_behaviour
     rng = world.rng
     camp = _campaign(world, sc, "cot_harvest", idx, beh, out_mult=1.8)
-    n_pool = min(beh.pool_max, int(beh.pool_base + beh.pool_per_account * size))
-    pool = [world.residential() for _ in range(n_pool)]
-    cards = _cards(world, size, beh.card_group)
-    out = []
-    for i, created in enumerate(sorted(_wave_times(world, sc, beh, size))):
-        a = _fresh_account(world, sc, camp, created)
-        a.payment_fp = cards[i]
-        a.ips = rng.sample(pool, k=min(len(pool), rng.randint(*beh.account_pool)))
-        a.p_ip_primary = 0.0
+    pool = [world.residential() for _ in range(_pool_size(beh, size))]
+
+    def finish(a: Account) -> None:
         a.profile = make_profile(world, beh, camp.switch_ms + rng.uniform(
             0.0, beh.switch_jitter_h) * HOUR_MS, templates=camp.templates, out_mult=1.8)
-        out.append(a)
-    return out
+
+    return _pooled_accounts(world, sc, camp, size, pool, finish)
 
 
 def build_heavy_scraper(world: World, sc: Scenario, size: int) -> list[Account]:
@@ -173,22 +187,15 @@ def build_hydra_evasive(world: World, sc: Scenario, size: int, idx: int) -> list
     """An evasive hydra campaign (THREATS.md): paraphrased templates, rotating through a
     residential proxy network, each account ramping up slowly from its creation."""
     beh = sc.evasive_behaviour
-    rng = world.rng
     camp = _campaign(world, sc, "hydra_evasive", idx, beh)
-    n_pool = min(beh.pool_max, int(beh.pool_base + beh.pool_per_account * size))
-    pool = [world.residential() for _ in range(n_pool)]
-    cards = _cards(world, size, beh.card_group)
-    out = []
-    for i, created in enumerate(sorted(_wave_times(world, sc, beh, size))):
-        a = _fresh_account(world, sc, camp, created)
-        a.payment_fp = cards[i]
-        a.ips = rng.sample(pool, k=min(len(pool), rng.randint(*beh.account_pool)))
-        a.p_ip_primary = 0.0
+    pool = [world.residential() for _ in range(_pool_size(beh, size))]
+
+    def finish(a: Account) -> None:
         a.ramp0 = min(1.0, beh.ramp_start / (a.rate_h * 24.0))
         a.ramp_ms = beh.ramp_days * DAY_MS
         a.profile = _campaign_profile(world, camp, beh.switch_jitter_h)
-        out.append(a)
-    return out
+
+    return _pooled_accounts(world, sc, camp, size, pool, finish)
 
 
 def build_hydra_stealth(world: World, sc: Scenario, size: int, idx: int) -> list[Account]:

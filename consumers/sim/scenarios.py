@@ -324,18 +324,12 @@ HEAVY_SCRAPER = CampaignBehaviour(
 #: (4-10 bits from the template), residential IPs instead of a shared proxy pool (a residential
 #: proxy network: a large pool of home /24s, few accounts per /24), slowly ramping volume — on an
 #: otherwise hydra-like campaign (waves, cards in small groups, its own client strings, 24/7)
-HYDRA_EVASIVE = EvasiveBehaviour(
-    rate_median=26.0, rate_sigma=0.15, rate_min=20.0, rate_max=32.0,
-    diurnal="flat", weekend=1.0,
-    tiers={"build": 0.85, "free": 0.15},
-    categories={"coding": 0.5, "agentic": 0.35, "reasoning": 0.15}, cat_jitter=0.15,
-    p_template=0.9, n_templates=(30, 200), noise_bits=(4, 10),
-    elic_cats=_CODE, elic_p=0.85, elic_range=(0.3, 0.7),
-    tool_p=0.55, turns_mean=2.5, uas="attack", n_uas=2, p_ua_primary=0.9,
-    new_share=1.0, p_mini=0.0, p429=0.008,
-    pool_base=300, pool_per_account=4.0, pool_max=20_000, account_pool=(5, 20),
-    ramp_start=5.0, ramp_days=14.0,
-)
+HYDRA_EVASIVE = EvasiveBehaviour(**{
+    **{f.name: getattr(HYDRA, f.name) for f in dataclasses.fields(HYDRA)},
+    "noise_bits": (4, 10),
+    "pool_base": 300, "pool_per_account": 4.0, "pool_max": 20_000, "account_pool": (5, 20),
+    "ramp_start": 5.0, "ramp_days": 14.0,
+})
 
 #: beyond THREATS.md: every evasion at once — the evasive variant's paraphrases, home /24s of
 #: their own (not a proxy pool), slow ramp, *plus* popular honest client strings, creation spread
