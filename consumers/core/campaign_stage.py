@@ -317,7 +317,7 @@ class CampaignProcessor:
                      or templates >= cfg.campaign_min_templates)
         if qualified:
             # unite only through campaign-specific assets (templates, cards, proxy prefixes):
-            # client strings and creation waves are shared by unrelated campaigns and people
+            # client strings are shared by unrelated campaigns and people
             unites = [k for k in UNION_KINDS if k in counted]
             if "wave" in counted and "ua" in counted:
                 # a creation wave of a *rare* client (its client string shared, but not common
