@@ -127,6 +127,8 @@ class AccountProcessor:
         self._changed: dict[str, None] = {}
         self._tombstones: list[str] = []
         self._model_dirty = False
+        self._tail_of: tuple[str, int, int] | None = None   # (account, ts, watermark) of _tail
+        self._tail = b""
         self.counters = {"events": 0, "invalid": 0, "duplicates": 0, "evicted_ttl": 0,
                          "evicted_cap": 0, "fingerprint_cap": 0}
 
@@ -248,12 +250,14 @@ class AccountProcessor:
                 self.counters["fingerprint_cap"] += 1
                 return
             st.fps[fp] = None
-        out.append(Record(
-            topic="observations",
-            key=fp.encode(),
-            value=orjson.dumps({"k": "fp", "f": fp, "a": acct, "o": st.org, "t": ts,
-                                "w": max(self.watermark, ts)}),
-        ))
+        # the message is {"k":"fp","f":fp,"a":acct,"o":org,"t":ts,"w":wm}; all but ``f`` is the
+        # same for every fingerprint of one request, so that tail is serialised once per request
+        w = max(self.watermark, ts)
+        if self._tail_of != (acct, ts, w):
+            self._tail_of = (acct, ts, w)
+            self._tail = b"," + orjson.dumps({"a": acct, "o": st.org, "t": ts, "w": w})[1:]
+        out.append(Record(topic="observations", key=fp.encode(),
+                          value=b'{"k":"fp","f":' + orjson.dumps(fp) + self._tail))
 
     def _tick(self, out: list[Record]) -> None:
         """Score the accounts active since the last tick (sorted: order never depends on hashing)."""
