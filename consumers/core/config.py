@@ -60,7 +60,7 @@ class DetectorConfig(BaseModel):
     # --- flag policy ------------------------------------------------------------------------------
     campaign_min_kinds: int = Field(2, description="kinds of shared evidence (prompt, ip, pay, ua, wave) that make a campaign member")
     para_min_links: int = Field(3, description="paraphrase keys an account must share (each with link_min_units['para'] units) before they count as one kind of evidence; a single 24-bit key can collide by chance")
-    para_min_share: float = Field(0.02, description="... and at least this share of the paraphrase keys it announced (chance collisions of a heavy honest user stay far below it; measured: campaign members 9-70%, honest users under 0.3%)")
+    para_min_share: float = Field(0.02, description="... and at least this share of the paraphrase keys it announced (chance collisions of a heavy honest user stay far below it; measured on week seed 1: campaign members 4.9-94%, honest developers with 3+ chance collisions 0.06-0.4%)")
     campaign_min_templates: int = Field(5, description="an account sharing this many prompt keys (exact or paraphrase) with unrelated accounts is a campaign member on that evidence alone")
     campaign_min_size: int = Field(5, description="accounts a campaign needs before its members are enforced")
     small_campaign_size: int = Field(20, description="below this size only fresh campaign members are enforced; established ones go to review (teams, households)")
