@@ -53,6 +53,8 @@ from consumers.core.config import DetectorConfig
 from consumers.core.stage import Record
 
 META_KEY = b"__meta__"
+#: kinds specific to a campaign (its templates, its cards): one of them is needed to make a member
+#: (and, in the policy, to enforce on a fresh account sharing it outside a campaign)
 STRONG_KINDS = ("prompt", "para", "pay")
 #: kinds whose groups unite campaigns: templates, cards, proxy prefixes (not client strings, which
 #: unrelated campaigns and honest users share; creation waves only for an account whose client
@@ -332,11 +334,8 @@ class CampaignProcessor:
                         root = self._union(out, root, new_fp, w)
             else:
                 # join the campaign the account has most links into, then unite the others
-                fps = sorted(fp for fp, kind in a.links.items() if kind in unites)
-                of = {fp: self._find(fp) for fp in fps}
-                into: dict[str, int] = {}
-                for r in of.values():
-                    into[r] = into.get(r, 0) + 1
+                of, into = self._links_into(a, unites)
+                fps = sorted(of)
                 ok = [fp for fp in fps if not self._lone_weak_link(a, fp, of[fp], into)]
                 if not ok:
                     # its only ties to campaigns are lone weak links: linked, but not attributed
@@ -385,13 +384,18 @@ class CampaignProcessor:
         if a.links.get(fp) not in WEAK_UNION_KINDS or not self._established(other):
             return True
         if into is None:
-            into = {}
-            for f, kind in a.links.items():
-                if kind in unites:
-                    x = self._find(f)
-                    into[x] = into.get(x, 0) + 1
+            into = self._links_into(a, unites)[1]
         n = into.get(other, 0)
         return n >= 2 and 2 * n >= into.get(main, 0)
+
+    def _links_into(self, a: AccountLinks, unites: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+        """The root of each of the account's links of the ``unites`` kinds, and how many of its
+        links go into each root."""
+        of = {fp: self._find(fp) for fp, kind in a.links.items() if kind in unites}
+        into: dict[str, int] = {}
+        for r in of.values():
+            into[r] = into.get(r, 0) + 1
+        return of, into
 
     def _lone_weak_link(self, a: AccountLinks, fp: str, root: str, into: dict[str, int]) -> bool:
         """A prompt, paraphrase or client-prefix link that is the account's only tie to an established

@@ -275,7 +275,6 @@ _HEX = [f"{v:02x}" for v in range(256)]
 #: sample -> per byte position, per byte value: marked? (with probability 1/sqrt(sample))
 _MARKS = {sample: [[not ((v * 167 + i * 89) >> 3) & mask for v in range(256)] for i in range(8)]
           for sample, mask in ((1, 0), (4, 1), (16, 3), (64, 7))}
-PARAPHRASE_SAMPLES = tuple(_MARKS)
 
 
 def trim_oldest(d: dict[Any, Any], cap: int) -> dict[Any, Any]:

@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 
 from consumers.contract.flags import ACTION_RANK, flag_id_for
+from consumers.core.campaign_stage import STRONG_KINDS
 from consumers.core.config import DetectorConfig
 from consumers.core.stage import Record
 
@@ -172,7 +173,7 @@ class PolicyProcessor:
                 action = "review"
         elif beh >= SCRAPER_EVIDENCE and "FRESH_ACCOUNT" in codes and "HIGH_VOLUME" in codes:
             action = "throttle"
-        elif (("pay" in kinds or "prompt" in kinds or "para" in kinds) and beh >= LINKED_EVIDENCE
+        elif (any(k in kinds for k in STRONG_KINDS) and beh >= LINKED_EVIDENCE
               and "FRESH_ACCOUNT" in codes and "CAPABILITY_CONCENTRATION" in codes):
             action = "throttle"
         elif score >= cfg.review_score:
