@@ -49,6 +49,18 @@ def _kind(value: bytes) -> str:
     return value[6:value.index(b'"', 6)].decode() if value.startswith(b'{"k":"') else "?"
 
 
+def _tally(chunks: list[list[Any]]) -> tuple[dict[str, int], int]:
+    """Messages per kind and their bytes (key + value) over a stage's output chunks."""
+    kinds: dict[str, int] = {}
+    size = 0
+    for chunk_recs in chunks:
+        for r in chunk_recs:
+            k = _kind(r.value)
+            kinds[k] = kinds.get(k, 0) + 1
+            size += len(r.value) + len(r.key or b"")
+    return kinds, size
+
+
 def run(raw: Sequence[bytes], repeat: int = 3, chunk: int = 4096, checkpoint_every: int = 20_000,
         cfg: Any = None, gc_threshold: tuple[int, int, int] | None = GC_THRESHOLD) -> dict[str, Any]:
     """Measure the pipeline and each stage over ``raw``; returns the ``core`` section."""
@@ -150,20 +162,8 @@ def run(raw: Sequence[bytes], repeat: int = 3, chunk: int = 4096, checkpoint_eve
 
     n_obs = sum(map(len, obs_chunks))
     n_ver = sum(map(len, ver_chunks))
-    obs_kinds: dict[str, int] = {}
-    obs_bytes = 0
-    for chunk_recs in obs_chunks:
-        for r in chunk_recs:
-            k = _kind(r.value)
-            obs_kinds[k] = obs_kinds.get(k, 0) + 1
-            obs_bytes += len(r.value) + len(r.key or b"")
-    ver_kinds: dict[str, int] = {}
-    ver_bytes = 0
-    for chunk_recs in ver_chunks:
-        for r in chunk_recs:
-            k = _kind(r.value)
-            ver_kinds[k] = ver_kinds.get(k, 0) + 1
-            ver_bytes += len(r.value) + len(r.key or b"")
+    obs_kinds, obs_bytes = _tally(obs_chunks)
+    ver_kinds, ver_bytes = _tally(ver_chunks)
     n_flags = flags_per_rep[0]
 
     pipe_row = make_row(SECTION, "LocalPipeline (3 stages, in memory)", [rate(n, t) for t in t_pipe],

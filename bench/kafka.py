@@ -186,21 +186,22 @@ def raw_consume(bootstrap: str, topic: str, partitions: int, expected: int,
     return {"seconds": t1 - t0, "streaming_seconds": t1 - (first or t0), "messages": n}
 
 
-def _settings(bootstrap: str, topic: str, prefix: str, group: str) -> Any:
-    from consumers.config import KafkaSettings
+def _prepare(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
+             stop_at_end: bool) -> tuple[list[Any], list[StageClock], float]:
+    """The pipeline's topics and the three stages' runners (instrumented), as ``detect`` builds
+    them; returns the runners, their clocks and the seconds the topic set-up took."""
+    from consumers.config import DetectSettings, KafkaSettings
+    from consumers.detect import build_runners, ensure_pipeline_topics
 
-    return KafkaSettings(bootstrap_servers=bootstrap, requests_topic=topic,
-                         flags_topic=f"{prefix}{group}.flags", dlq_topic=f"{prefix}{group}.dlq",
-                         internal_prefix=prefix, group_id=group)
-
-
-def _runners(kafka: Any, stop_at_end: bool, cfg: Any) -> tuple[list[Any], list[StageClock]]:
-    from consumers.config import DetectSettings
-    from consumers.detect import build_runners
-
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, requests_topic=topic,
+                          flags_topic=f"{prefix}{group}.flags", dlq_topic=f"{prefix}{group}.dlq",
+                          internal_prefix=prefix, group_id=group)
+    t0 = time.perf_counter()
+    ensure_pipeline_topics(kafka)
+    setup = time.perf_counter() - t0
     runners = build_runners(kafka, cfg, DetectSettings(), STAGES, stop_at_end=stop_at_end,
                             progress_interval_s=3600.0)
-    return runners, [instrument(r) for r in runners]
+    return runners, [instrument(r) for r in runners], setup
 
 
 def _stage_result(r: Any, clock: StageClock, t_start: float, t_end: float) -> dict[str, Any]:
@@ -255,13 +256,7 @@ def _run_to_end(runner: Any, timeout: float) -> bool:
 def detect_sequential(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
                       timeout: float) -> dict[str, Any]:
     """``detect --stop-at-end``: topics, runners, then each stage's ``run()`` in pipeline order."""
-    from consumers.detect import ensure_pipeline_topics
-
-    kafka = _settings(bootstrap, topic, prefix, group)
-    t0 = time.perf_counter()
-    ensure_pipeline_topics(kafka)
-    setup = time.perf_counter() - t0
-    runners, clocks = _runners(kafka, True, cfg)
+    runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=True)
     stages = []
     for r, clock in zip(runners, clocks, strict=True):
         t_start = time.perf_counter()
@@ -278,14 +273,9 @@ def detect_sequential(bootstrap: str, topic: str, prefix: str, group: str, cfg: 
 def detect_threaded(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any, n_events: int,
                     timeout: float) -> dict[str, Any]:
     """``detect`` (all stages in threads, :func:`run_all`) until every stage caught up, then stop."""
-    from consumers.detect import ensure_pipeline_topics
     from consumers.kafka.runner import run_all
 
-    kafka = _settings(bootstrap, topic, prefix, group)
-    t0 = time.perf_counter()
-    ensure_pipeline_topics(kafka)
-    setup = time.perf_counter() - t0
-    runners, clocks = _runners(kafka, False, cfg)
+    runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=False)
     acc, camp, pol = runners
     errors: list[BaseException] = []
 
