@@ -17,10 +17,14 @@ never share topics and need not delete them.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from confluent_kafka import (
@@ -389,3 +393,23 @@ def produce(
     if errors:
         raise KafkaException(errors[0])
     return n
+
+
+@contextmanager
+def run_own_broker(port: int, data_dir: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A broker of the caller's own (``deploy/kafka/broker.sh``) on ``port`` (controller on
+    ``port + 1``) with its data in ``data_dir``, for tests that restart it; yields its bootstrap
+    address and a function that restarts it, and stops it on exit."""
+    env = dict(os.environ, KAFKA_PORT=str(port), KAFKA_CONTROLLER_PORT=str(port + 1),
+               KAFKA_DATA_DIR=str(data_dir))
+    script = str(Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "broker.sh")
+
+    def broker(cmd: str) -> None:
+        p = subprocess.run(["bash", script, cmd], env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, f"broker.sh {cmd} failed:\n{p.stdout}\n{p.stderr}"
+
+    broker("start")
+    try:
+        yield f"127.0.0.1:{port}", lambda: broker("restart")
+    finally:
+        broker("stop")

@@ -29,7 +29,7 @@ from consumers.core.config import DetectorConfig
 from consumers.core.pipeline import LocalPipeline
 from consumers.detect import build_runners, ensure_pipeline_topics, pipeline_topics
 from tests.eventgen import scenario
-from tests.kafka_helpers import TopicSpec, consume_all, create_topics, produce
+from tests.kafka_helpers import TopicSpec, consume_all, create_topics, produce, run_own_broker
 
 REPO = Path(__file__).resolve().parents[2]
 BAD = [b"not json", b'{"schema_version": 1}', b'{"schema_version":1,"event_id":""}']
@@ -135,19 +135,8 @@ def test_several_partitions_catch_the_campaign(kafka_bootstrap: str, topic_prefi
 def own_broker(tmp_path_factory: pytest.TempPathFactory):
     """A broker of this module only (it gets restarted), on ``$DISTILLWATCH_TEST_DETECT_PORT``."""
     port = int(os.environ.get("DISTILLWATCH_TEST_DETECT_PORT", "29192"))
-    env = dict(os.environ, KAFKA_PORT=str(port), KAFKA_CONTROLLER_PORT=str(port + 1),
-               KAFKA_DATA_DIR=str(tmp_path_factory.mktemp("kafka-detect-data")))
-    script = str(REPO / "deploy" / "kafka" / "broker.sh")
-
-    def broker(cmd: str) -> None:
-        p = subprocess.run(["bash", script, cmd], env=env, capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0, f"broker.sh {cmd} failed:\n{p.stdout}\n{p.stderr}"
-
-    broker("start")
-    try:
-        yield f"127.0.0.1:{port}", lambda: broker("restart")
-    finally:
-        broker("stop")
+    with run_own_broker(port, tmp_path_factory.mktemp("kafka-detect-data")) as b:
+        yield b
 
 
 def _detect_cmd(kafka: KafkaSettings, *extra: str) -> list[str]:

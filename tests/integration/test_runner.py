@@ -34,6 +34,7 @@ from tests.kafka_helpers import (
     create_topics,
     end_offsets,
     produce,
+    run_own_broker,
     topic_config,
 )
 
@@ -287,25 +288,8 @@ def private_broker(tmp_path_factory: pytest.TempPathFactory):
     """A broker of this module only (it gets restarted), on ``$DISTILLWATCH_TEST_PRIVATE_PORT``
     (default 29092, controller port + 1), with its data in a temporary directory."""
     port = int(os.environ.get("DISTILLWATCH_TEST_PRIVATE_PORT", "29092"))
-    env = dict(
-        os.environ,
-        KAFKA_PORT=str(port),
-        KAFKA_CONTROLLER_PORT=str(port + 1),
-        KAFKA_DATA_DIR=str(tmp_path_factory.mktemp("kafka-private-data")),
-    )
-    script = [str(REPO_ROOT / "deploy" / "kafka" / "broker.sh")]
-
-    def broker(cmd: str) -> None:
-        proc = subprocess.run(
-            ["bash", *script, cmd], env=env, capture_output=True, text=True, timeout=300
-        )
-        assert proc.returncode == 0, f"broker.sh {cmd} failed:\n{proc.stdout}\n{proc.stderr}"
-
-    broker("start")
-    try:
-        yield f"127.0.0.1:{port}", lambda: broker("restart")
-    finally:
-        broker("stop")
+    with run_own_broker(port, tmp_path_factory.mktemp("kafka-private-data")) as b:
+        yield b
 
 
 # ------------------------------------------------------------------------------------- tests
