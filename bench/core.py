@@ -49,6 +49,15 @@ def _kind(value: bytes) -> str:
     return value[6:value.index(b'"', 6)].decode() if value.startswith(b'{"k":"') else "?"
 
 
+def _time_pipeline(pipe: Any, chunks: list[list[bytes]]) -> tuple[float, int, dict[str, Any]]:
+    """Feed every chunk through a fresh ``LocalPipeline``: seconds, flags, its counters."""
+    n_flags = 0
+    t0 = time.perf_counter()
+    for c in chunks:
+        n_flags += len(pipe.feed(c))
+    return time.perf_counter() - t0, n_flags, pipe.counters()
+
+
 def _tally(chunks: list[list[Any]]) -> tuple[dict[str, int], int]:
     """Messages per kind and their bytes (key + value) over a stage's output chunks."""
     kinds: dict[str, int] = {}
@@ -90,29 +99,19 @@ def run(raw: Sequence[bytes], repeat: int = 3, chunk: int = 4096, checkpoint_eve
     n_dlq = n_changes = changes_bytes = n_ckpt = 0
     for rep in range(repeat):
         # --- the whole in-memory pipeline, as replay runs it
-        pipe = LocalPipeline(cfg)
-        n_flags = 0
-        t0 = time.perf_counter()
-        for c in chunks:
-            n_flags += len(pipe.feed(c))
-        t_pipe.append(time.perf_counter() - t0)
+        seconds, n_flags, pipe_counters = _time_pipeline(LocalPipeline(cfg), chunks)
+        t_pipe.append(seconds)
         flags_per_rep.append(n_flags)
         if rep == 0:
-            counters = pipe.counters()
-        del pipe
+            counters = pipe_counters
 
         # --- the same with a larger GC generation-0 threshold (fewer collections of a big heap)
         if gc_threshold:
             saved = gc.get_threshold()
             gc.set_threshold(*gc_threshold)
             try:
-                pipe = LocalPipeline(cfg)
-                n_flags_gc = 0
-                t0 = time.perf_counter()
-                for c in chunks:
-                    n_flags_gc += len(pipe.feed(c))
-                t_pipe_gc.append(time.perf_counter() - t0)
-                del pipe
+                seconds, n_flags_gc, _ = _time_pipeline(LocalPipeline(cfg), chunks)
+                t_pipe_gc.append(seconds)
             finally:
                 gc.set_threshold(*saved)
             if n_flags_gc != n_flags:
