@@ -67,18 +67,30 @@ def dlq_record(r: Record, reason: str) -> Record:
     )
 
 
+#: weights of capability targeting, reasoning elicitation, round-the-clock activity and volume in
+#: the extraction profile (a choice: targeting counts most, as THREATS.md's campaigns all target
+#: coding/agentic/reasoning; any two strong signs make a clear profile)
+EXTRACTION_WEIGHTS = (0.45, 0.35, 0.35, 0.3)
+
+
 def _c01(x: float) -> float:
     return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
 
 
-def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[list[Any]]]:
-    """Per-account evidence in [0, 1] and its reasons ``[[code, value], ...]``.
+def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[list[Any]], float]:
+    """Per-account evidence in [0, 1], its reasons ``[[code, value], ...]`` and the account's
+    *extraction profile* in [0, 1].
 
     A weighted sum of interpretable signals (THREATS.md): freshness, capability targeting,
     reasoning elicitation, round-the-clock activity, volume, the model's anomaly quantile. A move
     to a newly released model within ``model_switch_ms`` is reported as a reason but not weighted.
     None of them is damning alone; the policy enforces on behaviour alone only when a fresh
     account also runs at heavy volume.
+
+    The extraction profile is what a distiller's traffic looks like whatever the account's age or
+    infrastructure: capability targeting, reasoning elicitation, round-the-clock activity, volume
+    (weighted by :data:`EXTRACTION_WEIGHTS`). Neither freshness nor the model's anomaly quantile is part of it: the first is what aged,
+    bought accounts evade, the second depends on how many accounts a partition has learned from.
     """
     rate = st.rate_per_day()
     fresh = st.freshness()
@@ -92,6 +104,8 @@ def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[l
     rtc_x = _c01((rtc - 0.75) / 0.2)
     switch = st.switch_h >= 0  # reported for analysts, not weighted: honest new users do it too
     score = _c01(0.30 * fresh + 0.15 * cap_x + 0.15 * el_x + 0.15 * rtc_x + 0.35 * vol + 0.15 * anom)
+    extraction = _c01(EXTRACTION_WEIGHTS[0] * cap_x + EXTRACTION_WEIGHTS[1] * el_x
+                      + EXTRACTION_WEIGHTS[2] * rtc_x + EXTRACTION_WEIGHTS[3] * vol)
     reasons: list[list[Any]] = []
     if fresh >= 0.8:
         reasons.append(["FRESH_ACCOUNT", round(st.age_days_at_first(), 2)])
@@ -107,7 +121,7 @@ def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[l
         reasons.append(["BEHAVIOUR_ANOMALY", round(quantile, 4)])
     if switch:
         reasons.append(["MODEL_SWITCH", st.switch_h])
-    return score, reasons
+    return score, reasons, extraction
 
 
 class AccountProcessor:
@@ -127,10 +141,10 @@ class AccountProcessor:
         self._changed: dict[str, None] = {}
         self._tombstones: list[str] = []
         self._model_dirty = False
-        self._tail_of: tuple[str, int, int] | None = None   # (account, ts, watermark) of _tail
+        self._tail_of: tuple[str, int, int, int] | None = None   # (account, ts, watermark, n) of _tail
         self._tail = b""
         self.counters = {"events": 0, "invalid": 0, "duplicates": 0, "evicted_ttl": 0,
-                         "evicted_cap": 0, "fingerprint_cap": 0}
+                         "evicted_cap": 0, "fingerprint_cap": 0, "ts_out_of_range": 0}
 
     # -- processing ------------------------------------------------------------------------------
     def process(self, records: list[Record]) -> list[Record]:
@@ -145,6 +159,11 @@ class AccountProcessor:
                 out.append(dlq_record(r, e.reason))
                 continue
             ts = ev["ts_ms"]
+            bad = self._clock_check(ts, ev["account_created_ms"], r.timestamp_ms)
+            if bad is not None:
+                self.counters["ts_out_of_range"] += 1
+                out.append(dlq_record(r, bad))
+                continue
             if self.started < 0:
                 self.started = ts
             if ts >= self.next_tick:
@@ -182,6 +201,28 @@ class AccountProcessor:
             self._changed[acct] = None
             self._fingerprints(out, st, acct, ev, ts)
         return out
+
+    def _clock_check(self, ts: int, created: int, broker_ts: int | None) -> str | None:
+        """Why an event's ``ts_ms`` is out of range, or None when it may be processed.
+
+        No single event may move the event-time clock beyond the configured skew: an event further
+        ahead than ``max_clock_skew_ms`` of its record's broker timestamp (live, or a replayed
+        topic) or — without one (file replay) — more than ``max_stream_jump_ms`` ahead of the
+        partition's watermark is rejected, and so is one that predates its own account's creation
+        or lies more than ``allowed_lateness_ms`` behind the watermark. The first event of a file
+        (no watermark yet) is the one that cannot be checked.
+        """
+        cfg = self.cfg
+        if ts < created:
+            return "ts_out_of_range: ts_ms is before account_created_ms"
+        if broker_ts is not None and broker_ts > 0:
+            if ts > broker_ts + cfg.max_clock_skew_ms:
+                return "ts_out_of_range: ts_ms is %d s ahead of the record's broker timestamp" % ((ts - broker_ts) // 1000)
+        elif self.watermark and ts > self.watermark + cfg.max_stream_jump_ms:
+            return "ts_out_of_range: ts_ms is %d s ahead of the stream's watermark" % ((ts - self.watermark) // 1000)
+        if self.watermark and ts < self.watermark - cfg.allowed_lateness_ms:
+            return "ts_out_of_range: ts_ms is %d s behind the watermark" % ((self.watermark - ts) // 1000)
+        return None
 
     def _fingerprints(self, out: list[Record], st: AccountState, acct: str, ev: dict[str, Any], ts: int) -> None:
         ip = ev["client_ip_prefix"]
@@ -250,12 +291,13 @@ class AccountProcessor:
                 self.counters["fingerprint_cap"] += 1
                 return
             st.fps[fp] = None
-        # the message is {"k":"fp","f":fp,"a":acct,"o":org,"t":ts,"w":wm}; all but ``f`` is the
+        # the message is {"k":"fp","f":fp,"a":acct,"o":org,"t":ts,"w":wm,"n":requests}; all but ``f`` is the
         # same for every fingerprint of one request, so that tail is serialised once per request
         w = max(self.watermark, ts)
-        if self._tail_of != (acct, ts, w):
-            self._tail_of = (acct, ts, w)
-            self._tail = b"," + orjson.dumps({"a": acct, "o": st.org, "t": ts, "w": w})[1:]
+        key = (acct, ts, w, st.n)
+        if self._tail_of != key:
+            self._tail_of = key
+            self._tail = b"," + orjson.dumps({"a": acct, "o": st.org, "t": ts, "w": w, "n": st.n})[1:]
         out.append(Record(topic="observations", key=fp.encode(),
                           value=b'{"k":"fp","f":' + orjson.dumps(fp) + self._tail))
 
@@ -284,10 +326,10 @@ class AccountProcessor:
         self._expire(wm)
 
     def _send_behaviour(self, out: list[Record], acct: str, st: AccountState, score: float,
-                        reasons: list[list[Any]], wm: int) -> None:
-        """Send the behaviour summary downstream when it changed (score in steps of 0.05)."""
+                        reasons: list[list[Any]], extraction: float, wm: int) -> None:
+        """Send the behaviour summary downstream when it changed (scores in steps of 0.05)."""
         st.beh = score
-        summary = [round(score * 20) / 20, [r[0] for r in reasons]]
+        summary = [round(score * 20) / 20, [r[0] for r in reasons], round(extraction * 20) / 20]
         if summary == st.sent:
             return
         st.sent = summary
@@ -295,7 +337,7 @@ class AccountProcessor:
             topic="observations",
             key=acct.encode(),
             value=orjson.dumps({"k": "beh", "a": acct, "o": st.org, "b": score, "r": reasons,
-                                "w": wm, "ws": st.first, "n": st.n}),
+                                "x": round(extraction, 4), "w": wm, "ws": st.first, "n": st.n}),
         ))
 
     def _expire(self, wm: int) -> None:

@@ -77,8 +77,15 @@ def campaign_id_for(root_fp: str) -> str:
     return "cmp-" + hashlib.blake2b(root_fp.encode(), digest_size=6).hexdigest()
 
 
+#: kinds whose groups are prompt content (the account's request number is remembered per member)
+CONTENT_KINDS = ("prompt", "para")
+#: distinct shared-content requests remembered per account (and sent, newest first, in verdicts)
+MAX_SHARED_REQUESTS = 64
+
+
 class Group:
-    __slots__ = ("kind", "members", "units", "n_units", "first", "last", "state", "since", "touch")
+    __slots__ = ("kind", "members", "units", "n_units", "first", "last", "state", "since", "touch",
+                 "reqs")
 
     def __init__(self, kind: str, ts: int):
         self.kind = kind
@@ -90,25 +97,29 @@ class Group:
         self.state = 0                      # 0 plain, 1 shared evidence, 2 hot
         self.since = 0                      # ts at which it became evidence
         self.touch = 0                      # sequence number of its last observation (recency)
+        self.reqs: dict[str, int] = {}      # content groups: member -> its request number then
 
     def to_list(self) -> list[Any]:
         return [self.kind, self.members, self.n_units, self.first, self.last, self.state, self.since,
-                self.touch]
+                self.touch, self.reqs]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> Group:
         g = cls(v[0], v[3])
         g.members, g.n_units, g.last, g.state, g.since, g.touch = v[1], v[2], v[4], v[5], v[6], v[7]
+        g.reqs = v[8] if len(v) > 8 else {}
         for u in g.members.values():
             g.units[u] = g.units.get(u, 0) + 1
         return g
 
 
 class AccountLinks:
-    __slots__ = ("org", "links", "kc", "cid", "sent", "last", "joined", "touch", "pa")
+    __slots__ = ("org", "links", "kc", "cid", "sent", "last", "joined", "touch", "pa", "sreq", "n")
 
     def __init__(self, org: str | None, ts: int):
         self.org = org
+        self.sreq: dict[int, None] = {}   # the account's requests with a prompt shared with unrelated units
+        self.n = 0                        # requests of the account (as of its latest observation)
         self.pa = 0                       # paraphrase keys the account announced to this partition
         self.joined = 0                   # sequence number of joining a campaign (restore order)
         self.links: dict[str, str] = {}  # evidence fingerprint -> kind
@@ -119,13 +130,16 @@ class AccountLinks:
         self.last = ts
 
     def to_list(self) -> list[Any]:
-        return [self.org, self.links, self.cid, self.sent, self.last, self.joined, self.touch, self.pa]
+        return [self.org, self.links, self.cid, self.sent, self.last, self.joined, self.touch, self.pa,
+                list(self.sreq), self.n]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> AccountLinks:
         a = cls(v[0], v[4])
         a.links, a.cid, a.sent, a.joined, a.touch = v[1], v[2], v[3], v[5], v[6]
         a.pa = v[7] if len(v) > 7 else 0
+        if len(v) > 9:
+            a.sreq, a.n = dict.fromkeys(v[8]), v[9]
         for kind in a.links.values():
             a.kc[kind] = a.kc.get(kind, 0) + 1
         return a
@@ -163,10 +177,11 @@ class CampaignProcessor:
                 out.append(Record(topic="verdicts", key=r.key, value=r.value))
                 continue
             self.counters["observations"] += 1
-            self._observe(out, m["f"], m["a"], m["o"], m["t"], w)
+            self._observe(out, m["f"], m["a"], m["o"], m["t"], w, m.get("n", 0))
         return out
 
-    def _observe(self, out: list[Record], fp: str, acct: str, org: str | None, ts: int, w: int) -> None:
+    def _observe(self, out: list[Record], fp: str, acct: str, org: str | None, ts: int, w: int,
+                 n: int = 0) -> None:
         cfg = self.cfg
         self.tseq += 1
         g = self.groups.get(fp)
@@ -192,6 +207,8 @@ class CampaignProcessor:
             if ts > a.last:
                 a.last = ts
         a.touch = self.tseq
+        if n > a.n:
+            a.n = n
         self._dirty_a[acct] = None
         if acct in g.members:
             return
@@ -200,6 +217,8 @@ class CampaignProcessor:
         unit = org if org is not None else "a:" + acct
         if len(g.members) < cfg.max_members_per_fingerprint:
             g.members[acct] = unit
+            if g.kind in CONTENT_KINDS:
+                g.reqs[acct] = n
             c = g.units.get(unit, 0)
             g.units[unit] = c + 1
             if c == 0:
@@ -236,6 +255,13 @@ class CampaignProcessor:
         if fp not in a.links:
             a.links[fp] = kind
             a.kc[kind] = a.kc.get(kind, 0) + 1
+            if kind in CONTENT_KINDS:
+                g = self.groups.get(fp)
+                req = g.reqs.get(acct) if g is not None else None
+                if req is not None and req not in a.sreq:
+                    a.sreq[req] = None
+                    if len(a.sreq) > MAX_SHARED_REQUESTS:
+                        del a.sreq[min(a.sreq)]
             self._dirty_a[acct] = None
             self._evaluate(out, acct, a, w, fp)
 
@@ -426,14 +452,16 @@ class CampaignProcessor:
         # what the policy acts on: the kinds, the paraphrase-key count up to campaign_min_templates
         # (it adds them up across partitions), the campaign; computed from the counts alone
         para = a.kc.get("para", 0) if self._para_share_ok(a) else 0
-        summary = [sorted(k for k in a.kc if k != "para" or para), min(para, self.cfg.campaign_min_templates), cid]
+        summary = [sorted(k for k in a.kc if k != "para" or para), min(para, self.cfg.campaign_min_templates), cid,
+                   min(len(a.sreq), 2 * self.cfg.content_broad_requests),
+                   min(a.kc.get("ip", 0), self.cfg.proxy_pool_prefixes)]
         if summary == a.sent:
             return
         a.sent = summary
         kinds = self._kinds(a)
         out.append(Record(topic="verdicts", key=acct.encode(), value=orjson.dumps(
             {"k": "link", "a": acct, "o": a.org, "kinds": kinds, "cid": cid, "size": size, "w": w,
-             "p": self.partition})))
+             "p": self.partition, "sr": sorted(a.sreq), "n": a.n, "ipn": a.kc.get("ip", 0)})))
 
     # -- bounds ---------------------------------------------------------------------------------
     def _expire(self) -> None:

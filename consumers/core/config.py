@@ -25,16 +25,19 @@ class DetectorConfig(BaseModel):
 
     # --- account stage: windows, state bounds ------------------------------------------------
     tick_ms: int = Field(30 * 60_000, description="event-time micro-batch: active accounts are scored once per tick")
-    min_events_to_score: int = Field(5, description="an account is scored once it has this many requests")
+    min_events_to_score: int = Field(3, description="an account is scored once it has this many requests")
     rescore_ms: int = Field(6 * HOUR_MS, description="an active account is rescored after this much event time, or sooner once its requests grew by 25%")
     model_switch_ms: int = Field(12 * HOUR_MS, description="moving to a model this soon after its release (first sighting) is MODEL_SWITCH evidence")
     account_ttl_ms: int = Field(7 * DAY_MS, description="state of an account idle this long (event time) is evicted")
     max_accounts_per_partition: int = Field(400_000, description="memory cap: least recently active accounts are evicted beyond it")
+    max_clock_skew_ms: int = Field(15 * 60_000, description="an event whose ts_ms lies further ahead than this of its record's broker timestamp goes to the DLQ (ts_out_of_range) and never moves the clock (live consumption, replayed topics)")
+    max_stream_jump_ms: int = Field(DAY_MS, description="without a broker timestamp (file replay): an event further ahead than this of the partition's watermark goes to the DLQ (a partition may be quiet for hours, so this is wider than the skew)")
+    allowed_lateness_ms: int = Field(2 * DAY_MS, description="an event whose ts_ms lies further than this behind the partition's watermark goes to the DLQ (ts_out_of_range); later events within it are processed without moving the clock back")
     dedup_window: int = Field(64, description="recent event_ids remembered per account to drop duplicate deliveries")
     max_fingerprints_per_account: int = Field(256, description="fingerprints announced per account, at most")
 
     para_sample: Literal[1, 4, 16, 64] = Field(16, description="paraphrase-tolerant prompt keys: about 1/para_sample of them are announced (the same ones for every account)")
-    para_max_age_days: float = Field(30.0, description="only accounts younger than this at their first request announce paraphrase keys (campaigns are made of fresh accounts; old accounts' chance collisions stay out)")
+    para_max_age_days: float = Field(1e9, description="only accounts younger than this (days) at their first request announce paraphrase keys; by default every account does: bought and aged accounts run campaigns too")
 
     # --- behaviour model (river HalfSpaceTrees) -------------------------------------------------
     hst_trees: int = 15
@@ -45,7 +48,7 @@ class DetectorConfig(BaseModel):
 
     # --- campaign stage -------------------------------------------------------------------------
     link_min_units: dict[str, int] = Field(
-        default_factory=lambda: {"prompt": 4, "para": 4, "ip": 4, "pay": 2, "ua": 4, "wave": 8},
+        default_factory=lambda: {"prompt": 3, "para": 4, "ip": 4, "pay": 2, "ua": 4, "wave": 8},
         description="distinct organisations (or org-less accounts) a fingerprint must span to count as shared evidence, per kind",
     )
     hot_units: dict[str, int] = Field(
@@ -64,6 +67,12 @@ class DetectorConfig(BaseModel):
     campaign_min_templates: int = Field(5, description="an account sharing this many prompt keys (exact or paraphrase) with unrelated accounts is a campaign member on that evidence alone")
     campaign_min_size: int = Field(5, description="accounts a campaign needs before its members are enforced")
     small_campaign_size: int = Field(20, description="below this size only fresh campaign members are enforced; established ones go to review (teams, households)")
+    content_min_requests: int = Field(2, description="requests of the account whose prompt (near-duplicate or paraphrase) unrelated accounts also send: from this many, what it sends is coordinated content")
+    content_min_share: float = Field(0.03, description="... and at least this share of its requests (a heavy honest user's chance collisions stay below it)")
+    content_broad_requests: int = Field(12, description="shared-content requests that make a *broad* library: more than a cohort's few shared starter prompts give (each gives at most two: its first use and its first repeat)")
+    extraction_support: float = Field(0.4, description="extraction profile (capability targeting, reasoning elicitation, round-the-clock, volume; see account_stage.EXTRACTION_WEIGHTS) that, with shared content and shared infrastructure, enforces")
+    extraction_broad: float = Field(0.3, description="extraction profile that, with a broad shared library, enforces")
+    proxy_pool_prefixes: int = Field(3, description="client /24s shared with unrelated accounts that show rotation through a proxy pool (one shared home or office /24 does not)")
     suspend_score: float = 0.8
     throttle_score: float = 0.55
     review_score: float = Field(0.45, description="combined score from which an account goes to the review queue (no enforcement)")

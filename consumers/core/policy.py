@@ -38,20 +38,18 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from consumers.contract.flags import ACTION_RANK, flag_id_for
-from consumers.core.campaign_stage import STRONG_KINDS
 from consumers.core.config import DetectorConfig
 from consumers.core.stage import Record
 
-BEHAVIOUR_SUPPORT = 0.15
-SCRAPER_EVIDENCE = 0.85
-LINKED_EVIDENCE = 0.45
-#: kinds of shared evidence that are infrastructure only (see the campaign-member rule)
-INFRASTRUCTURE_KINDS = frozenset({"ip", "pay"})
+#: kinds of shared evidence that are infrastructure: they raise confidence in a campaign that
+#: content already ties together, and never enforce by themselves
+INFRASTRUCTURE_KINDS = frozenset({"ip", "pay", "ua", "wave"})
 
 LINK_REASONS = {
     "prompt": ("SHARED_PROMPTS", "near-duplicate prompts shared with {v} unrelated accounts or organisations"),
@@ -72,30 +70,59 @@ BEH_DETAILS = {
 }
 
 
-def combine(by_source: dict[str, list[Any]]) -> tuple[dict[str, int], str | None, int | None]:
+def combine(by_source: dict[str, list[Any]]) -> Evidence:
     """Merge the latest verdicts of several campaign-stage partitions about one account.
 
-    Kinds of shared evidence are united (largest span per kind; paraphrase-key counts add up, as
-    each key lives on one partition); of the campaigns the partitions see, the largest wins (ties:
-    the smallest id), so the choice does not depend on the order in which the partitions'
-    verdicts arrive.
+    Kinds of shared evidence are united (largest span per kind; paraphrase-key and client-prefix
+    counts add up, as each fingerprint lives on one partition); the account's requests with
+    shared content are the union of each partition's; of the campaigns the partitions see, the
+    largest wins (ties: the smallest id), so the choice does not depend on the order in which the
+    partitions' verdicts arrive.
 
-    >>> combine({"0": [{"ip": 5, "para": 2}, None, None], "1": [{"pay": 3, "ip": 7, "para": 1}, "cmp-b", 9],
-    ...          "2": [{}, "cmp-a", 9]})
-    ({'ip': 7, 'para': 3, 'pay': 3}, 'cmp-a', 9)
+    >>> e = combine({"0": [{"ip": 5, "para": 2}, None, None, [1, 4], 9, 2],
+    ...              "1": [{"pay": 3, "ip": 7, "para": 1}, "cmp-b", 9, [4, 7], 12, 1],
+    ...              "2": [{}, "cmp-a", 9]})
+    >>> e.kinds, e.campaign_id, e.campaign_size, e.shared_requests, e.requests, e.shared_prefixes
+    ({'ip': 7, 'para': 3, 'pay': 3}, 'cmp-a', 9, 3, 12, 3)
     """
     kinds: dict[str, int] = {}
     best: tuple[int, str] | None = None
-    for k_src, cid, size in by_source.values():
-        for k, v in k_src.items():
+    shared: set[int] = set()
+    n = 0
+    prefixes = 0
+    for v in by_source.values():
+        k_src, cid, size = v[0], v[1], v[2]
+        for k, c in k_src.items():
             if k == "para":
-                kinds[k] = kinds.get(k, 0) + v
-            elif v > kinds.get(k, 0):
-                kinds[k] = v
+                kinds[k] = kinds.get(k, 0) + c
+            elif c > kinds.get(k, 0):
+                kinds[k] = c
         if cid is not None and (best is None or (-(size or 0), cid) < (-best[0], best[1])):
             best = (size or 0, cid)
+        if len(v) > 3:
+            shared.update(v[3])
+            n = max(n, v[4])
+            prefixes += v[5]
     kinds = dict(sorted(kinds.items()))
-    return (kinds, best[1], best[0]) if best else (kinds, None, None)
+    return Evidence(kinds, best[1] if best else None, best[0] if best else None, len(shared), n, prefixes)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the campaign stage's partitions know about one account, combined (:func:`combine`).
+
+    ``kinds``: kind of shared evidence -> widest span in units (paraphrase keys: how many);
+    ``shared_requests``: the account's requests whose prompt is shared with unrelated accounts;
+    ``requests``: the account's requests as of the latest verdict; ``shared_prefixes``: client
+    /24s it shares with unrelated accounts (a proxy pool shows as several).
+    """
+
+    kinds: dict[str, int]
+    campaign_id: str | None
+    campaign_size: int | None
+    shared_requests: int = 0
+    requests: int = 0
+    shared_prefixes: int = 0
 
 
 def _detail(code: str, v: Any) -> str:
@@ -111,8 +138,9 @@ class PolicyProcessor:
         self.cfg = cfg
         self.version = detector_version
         self.partition = partition
-        # account -> [org, beh_score, beh_reasons, window_start, kinds, cid, size, action, flag_cid,
-        #             last_w, touch]  (touch: sequence number of its last message = recency order)
+        # account -> [org, beh_score, beh_reasons, window_start, by_source, -, -, action, flag_cid,
+        #             last_w, touch, extraction, requests]  (touch: sequence number of its last
+        #             message = recency order)
         self.accounts: OrderedDict[str, list[Any]] = OrderedDict()
         self.seq = 0
         self._dirty: dict[str, None] = {}
@@ -126,7 +154,7 @@ class PolicyProcessor:
             acct = m["a"]
             s = self.accounts.get(acct)
             if s is None:
-                s = [m.get("o"), 0.0, [], m.get("ws", m["w"]), {}, None, None, None, None, 0, 0]
+                s = [m.get("o"), 0.0, [], m.get("ws", m["w"]), {}, None, None, None, None, 0, 0, 0.0, 0]
                 # [4]: latest campaign verdict per campaign-stage partition: {p: [kinds, cid, size]}
                 self.accounts[acct] = s
             else:
@@ -135,8 +163,11 @@ class PolicyProcessor:
             s[10] = self.seq
             if m["k"] == "beh":
                 s[1], s[2], s[3] = m["b"], m["r"], m["ws"]
+                s[11] = m.get("x", 0.0)
+                s[12] = max(s[12], m.get("n", 0))
             else:
-                s[4][str(m.get("p", 0))] = [m["kinds"], m["cid"], m["size"]]
+                s[4][str(m.get("p", 0))] = [m["kinds"], m["cid"], m["size"], m.get("sr", []),
+                                            m.get("n", 0), m.get("ipn", 0)]
             s[9] = m["w"]
             self._dirty[acct] = None
             f = self.decide(acct, s)
@@ -145,39 +176,69 @@ class PolicyProcessor:
             self._expire()
         return out
 
-    def decide(self, acct: str, s: list[Any]) -> bytes | None:
+    def judge(self, ev: Evidence, kinds: dict[str, int], beh: float, extraction: float,
+              requests: int, codes: set[str]) -> tuple[str | None, float]:
+        """The action the evidence supports (or None) and the combined score.
+
+        Enforcement rests on *coordination in what accounts send*: a share of the account's
+        requests reuse prompts that unrelated accounts also send (``content``). Infrastructure
+        shared with unrelated accounts (a card, a proxy pool's prefixes) together with an
+        extraction profile makes a little shared content enough; a library used so broadly that
+        no cohort's few starter prompts explain it is enough with a moderate profile, and a very
+        broad one with any profile. Infrastructure alone, the account's own volume alone and its
+        age alone never enforce; age only opens the fast path to an account outside a recognised
+        campaign.
+        """
         cfg = self.cfg
-        org, beh, beh_reasons, ws, by_source, _, _, prev, prev_cid, w, _ = s
-        kinds, cid, size = combine(by_source)
-        if kinds.get("para", 0) < cfg.para_min_links:
-            kinds.pop("para", None)  # one or two 24-bit keys in common can be chance
+        cid, size = ev.campaign_id, ev.campaign_size
         nk = len(kinds)
         if cid is not None:
             ec = min(0.95, 0.55 + 0.1 * max(0, nk - 2) + 0.1 * math.log10(max(size or 1, 1)))
         else:
             ec = min(0.3, 0.1 * nk)
         score = 1.0 - (1.0 - ec) * (1.0 - beh)
-        codes = {r[0] for r in beh_reasons}
-        action: str | None = None
-        if cid is not None:
-            established = "FRESH_ACCOUNT" not in codes
-            small_established = established and (size or 0) < cfg.small_campaign_size
-            # an established account tied to a campaign by infrastructure alone (prefixes, a card;
-            # no shared prompts, rare client or sign-up wave): e.g. a household whose home /24 is
-            # also a residential proxy exit
-            infra_only = established and set(kinds) <= INFRASTRUCTURE_KINDS
-            if (beh >= BEHAVIOUR_SUPPORT and score >= cfg.throttle_score and not small_established
-                    and not infra_only):
-                action = "suspend" if score >= cfg.suspend_score else "throttle"
-            else:
-                action = "review"
-        elif beh >= SCRAPER_EVIDENCE and "FRESH_ACCOUNT" in codes and "HIGH_VOLUME" in codes:
-            action = "throttle"
-        elif (any(k in kinds for k in STRONG_KINDS) and beh >= LINKED_EVIDENCE
-              and "FRESH_ACCOUNT" in codes and "CAPABILITY_CONCENTRATION" in codes):
-            action = "throttle"
-        elif score >= cfg.review_score:
-            action = "review"
+        d = ev.shared_requests
+        # (verdicts stop reporting growth at 2 * content_broad_requests: saturated is enough)
+        share_ok = d >= cfg.content_min_share * requests or d >= 2 * cfg.content_broad_requests
+        content = d >= cfg.content_min_requests and share_ok
+        broad = content and d >= cfg.content_broad_requests
+        infra = "pay" in kinds or ev.shared_prefixes >= cfg.proxy_pool_prefixes
+        if infra and d >= 1 and share_ok:
+            content = True  # a card or proxy pool shared with unrelated accounts that also share a prompt
+        fresh = "FRESH_ACCOUNT" in codes
+        enforce = max(score, cfg.throttle_score)
+        if cid is not None and (size or 0) >= cfg.campaign_min_size:
+            if content and ((infra and extraction >= cfg.extraction_support)
+                            or (broad and extraction >= cfg.extraction_broad)
+                            or d >= 2 * cfg.content_broad_requests):
+                return ("suspend" if score >= cfg.suspend_score else "throttle"), enforce
+            if (content and (infra or extraction >= cfg.extraction_broad)) or (infra and extraction >= cfg.extraction_support):
+                # coordinated, but short of enforcement: a person looks
+                return "review", score
+            return None, score
+        if content and infra and fresh and extraction >= cfg.extraction_support:
+            # a fresh account tied by content and a card or a proxy pool to unrelated accounts,
+            # whose campaign no campaign-stage partition has recognised (yet)
+            return "throttle", enforce
+        if ("HIGH_VOLUME" in codes and "CAPABILITY_CONCENTRATION" in codes
+                and (fresh or "pay" in kinds) and extraction >= cfg.extraction_support):
+            # the naive scraper: heavy volume targeting capabilities from a new account, or from
+            # one paying with a card that unrelated accounts use too (an evaluation lab's
+            # bursts come from old accounts paid by their own organisation)
+            return "throttle", enforce
+        if score >= cfg.review_score and (content or infra or (fresh and extraction >= cfg.extraction_support)):
+            # something beyond the account's own volume points at it
+            return "review", score
+        return None, score
+
+    def decide(self, acct: str, s: list[Any]) -> bytes | None:
+        org, beh, beh_reasons, ws, by_source, _, _, prev, prev_cid, w, _, extraction, n_beh = s
+        ev = combine(by_source)
+        kinds, cid, size = ev.kinds, ev.campaign_id, ev.campaign_size
+        if kinds.get("para", 0) < self.cfg.para_min_links:
+            kinds.pop("para", None)  # one or two 24-bit keys in common can be chance
+        action, score = self.judge(ev, kinds, beh, extraction, max(n_beh, ev.requests),
+                                   {r[0] for r in beh_reasons})
         if action is None:
             return None
         if prev is not None:
