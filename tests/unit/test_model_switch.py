@@ -14,7 +14,7 @@ T0 = 1_776_816_000_000
 
 def _rec(i: int, acct: str, ts: int, model: str) -> Record:
     ev = valid_event(event_id=f"e{i}", account_id=acct, ts_ms=ts, model=model, account_created_ms=ts - 400 * DAY_MS)
-    return Record("requests", None, orjson.dumps(ev), 0, i)
+    return Record("requests", None, orjson.dumps(ev), 0, i, None, ts)  # live: broker time = event time
 
 
 def _switch(release_after: int, move_after: int) -> float:
@@ -48,5 +48,5 @@ def test_the_reason_reaches_the_behaviour_summary() -> None:
     p.process([_rec(0, "early", T0, "m-old"), _rec(1, "mover", T0 + HOUR_MS, "m-old"),
                _rec(2, "first-user", T0 + 3 * DAY_MS, "m-new"),
                _rec(3, "mover", T0 + 3 * DAY_MS + HOUR_MS, "m-new")])
-    _, reasons = behaviour_evidence(p.accounts["mover"], 0.0)
+    _, reasons, _ = behaviour_evidence(p.accounts["mover"], 0.0)
     assert ["MODEL_SWITCH", 1.0] in reasons

@@ -9,7 +9,9 @@ window). Properties (hypothesis):
 * every re-delivery is dropped (the ``duplicates`` counter) and changes nothing;
 * the flags are byte-identical to the flags of the good-only stream, however it is batched.
 
-Out-of-order events (``ts_ms`` slightly decreasing) are processed, never crash the stages.
+Out-of-order events (``ts_ms`` decreasing within the allowed lateness) are processed; events
+before their account's creation or later than the allowed lateness go to the DLQ; far-future
+clocks are tested in ``test_clock.py``.
 """
 
 from __future__ import annotations
@@ -223,15 +225,36 @@ def _jittered(seed: int, max_back_ms: int) -> list[bytes]:
     return out
 
 
-@pytest.mark.parametrize(("seed", "max_back_ms"), [(1, 60_000), (2, 3_600_000), (3, 2 * 86_400_000)])
+def _expected_out_of_range(stream: list[bytes]) -> int:
+    """Events the clock rules reject (see ``AccountProcessor._clock_check``), computed independently:
+    before the account's creation, or further behind the running maximum than the allowed lateness."""
+    wm, bad = 0, 0
+    for line in stream:
+        ev = orjson.loads(line)
+        ts = ev["ts_ms"]
+        if ts < ev["account_created_ms"] or (wm and ts < wm - CFG.allowed_lateness_ms):
+            bad += 1
+            continue
+        wm = max(wm, ts)
+    return bad
+
+
+@pytest.mark.parametrize(("seed", "max_back_ms"), [(1, 60_000), (2, 3_600_000), (3, 3 * 86_400_000)])
 def test_out_of_order_events_processed(seed: int, max_back_ms: int) -> None:
+    """Events out of order within the allowed lateness are processed; those before their account's
+    creation or later than the allowed lateness go to the DLQ (ts_out_of_range), nothing else."""
     stream = _jittered(seed, max_back_ms)
     ts = [orjson.loads(x)["ts_ms"] for x in stream]
     assert any(b < a for a, b in zip(ts, ts[1:], strict=False)), "the stream must be out of order"
     flags, pipe = _run(stream)
     c = pipe.counters()["account"]
-    assert c["events"] == len(GOOD) and c["invalid"] == 0 and c["duplicates"] == 0
-    assert not pipe.dead_letters
+    rejected = _expected_out_of_range(stream)
+    if max_back_ms > CFG.allowed_lateness_ms:
+        assert rejected > 0, "the test must exercise the lateness rule"
+    assert c["ts_out_of_range"] == rejected
+    assert c["events"] == len(GOOD) - rejected and c["invalid"] == 0 and c["duplicates"] == 0
+    assert len(pipe.dead_letters) == rejected
+    assert all(dict(d.headers or [])["dlq.error"].startswith(b"ts_out_of_range") for d in pipe.dead_letters)
     decoded = [orjson.loads(f) for f in flags]
     hydra = DATASET.accounts("hydra")
     enforced = {f["account_id"] for f in decoded if f["action"] in ("throttle", "suspend")}
@@ -242,11 +265,16 @@ def test_out_of_order_events_processed(seed: int, max_back_ms: int) -> None:
     assert again == flags
 
 
-def test_event_before_the_epoch_of_its_account() -> None:
-    """Clock skew: an event older than its account's creation, or at ts 0, is still processed."""
+def test_event_before_the_creation_of_its_account() -> None:
+    """CONTRACT.md: a ts_ms before the account's own account_created_ms is out of range (DLQ);
+    a late event further behind the watermark than the allowed lateness too; the rest is processed."""
     evs = [valid_event(event_id="a", ts_ms=0, account_created_ms=10**12),
            valid_event(event_id="b", ts_ms=10**12, account_created_ms=0),
-           valid_event(event_id="c", ts_ms=5)]
+           valid_event(event_id="c", ts_ms=5, account_created_ms=0),
+           valid_event(event_id="d", ts_ms=10**12 - CFG.allowed_lateness_ms, account_created_ms=0)]
     pipe = LocalPipeline(CFG)
     pipe.feed([orjson.dumps(e) for e in evs])
-    assert pipe.counters()["account"]["events"] == 3 and not pipe.dead_letters
+    assert pipe.counters()["account"]["events"] == 2
+    reasons = [dict(d.headers or [])["dlq.error"] for d in pipe.dead_letters]
+    assert reasons == [b"ts_out_of_range: ts_ms is before account_created_ms",
+                       b"ts_out_of_range: ts_ms is 999999999 s behind the watermark"]
