@@ -217,11 +217,11 @@ class AccountProcessor:
             return "ts_out_of_range: ts_ms is before account_created_ms"
         if broker_ts is not None and broker_ts > 0:
             if ts > broker_ts + cfg.max_clock_skew_ms:
-                return "ts_out_of_range: ts_ms is %d s ahead of the record's broker timestamp" % ((ts - broker_ts) // 1000)
+                return f"ts_out_of_range: ts_ms is {(ts - broker_ts) // 1000} s ahead of the record's broker timestamp"
         elif self.watermark and ts > self.watermark + cfg.max_stream_jump_ms:
-            return "ts_out_of_range: ts_ms is %d s ahead of the stream's watermark" % ((ts - self.watermark) // 1000)
+            return f"ts_out_of_range: ts_ms is {(ts - self.watermark) // 1000} s ahead of the stream's watermark"
         if self.watermark and ts < self.watermark - cfg.allowed_lateness_ms:
-            return "ts_out_of_range: ts_ms is %d s behind the watermark" % ((self.watermark - ts) // 1000)
+            return f"ts_out_of_range: ts_ms is {(self.watermark - ts) // 1000} s behind the watermark"
         return None
 
     def _fingerprints(self, out: list[Record], st: AccountState, acct: str, ev: dict[str, Any], ts: int) -> None:
@@ -275,14 +275,22 @@ class AccountProcessor:
         if reused:
             st.reuse += 1
         # fresh accounts also announce paraphrase-tolerant keys (each once)
+        # every account also announces paraphrase-tolerant keys (each once), up to a daily budget:
+        # a light account (what campaigns are made of) announces all of them, a heavy one a sample
+        # of its day (its exact prompt keys still cover all of its requests)
         para = st.para
         if para is not None:
-            for k in paraphrase_keys(ev["prompt_simhash"], self.cfg.para_sample):
-                if k not in para:
-                    para[k] = None
-                    self._announce(out, st, acct, k, ts, prompt=True)
-            if len(para) > _MAX_PARA_KEYS:
-                st.para = trim_oldest(para, _MAX_PARA_KEYS)
+            day = ts // DAY_MS
+            if day != st.para_day:
+                st.para_day, st.para_left = day, self.cfg.para_daily_budget
+            if st.para_left > 0:
+                for k in paraphrase_keys(ev["prompt_simhash"], self.cfg.para_sample):
+                    if k not in para:
+                        para[k] = None
+                        st.para_left -= 1
+                        self._announce(out, st, acct, k, ts, prompt=True)
+                if len(para) > _MAX_PARA_KEYS:
+                    st.para = trim_oldest(para, _MAX_PARA_KEYS)
 
     def _announce(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int,
                   prompt: bool = False) -> None:

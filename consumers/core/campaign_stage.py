@@ -64,6 +64,20 @@ UNION_KINDS = ("prompt", "para", "pay", "ip")
 WEAK_UNION_KINDS = ("prompt", "para", "ip")
 
 
+def _steps(n: int, cap: int) -> int:
+    """``n`` rounded down to 0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, ... and capped: a verdict is sent
+    again when the account's shared-content requests reach the next step, not on each one.
+
+    >>> [_steps(n, 24) for n in (0, 3, 5, 7, 13, 23, 40)]
+    [0, 3, 4, 6, 12, 16, 24]
+    """
+    n = min(n, cap)
+    if n <= 4:
+        return n
+    top = 1 << (n.bit_length() - 1)
+    return top + top // 2 if n >= top + top // 2 else top
+
+
 def kind_of(fp: str) -> str:
     """The evidence kind of a fingerprint: ``p<i>:`` exact prompt keys are ``prompt``,
     ``q<xyz>:`` paraphrase keys ``para``, the others their prefix (``ip``, ``pay``, ``ua``, ``wave``)."""
@@ -453,7 +467,7 @@ class CampaignProcessor:
         # (it adds them up across partitions), the campaign; computed from the counts alone
         para = a.kc.get("para", 0) if self._para_share_ok(a) else 0
         summary = [sorted(k for k in a.kc if k != "para" or para), min(para, self.cfg.campaign_min_templates), cid,
-                   min(len(a.sreq), 2 * self.cfg.content_broad_requests),
+                   _steps(len(a.sreq), 2 * self.cfg.content_broad_requests),
                    min(a.kc.get("ip", 0), self.cfg.proxy_pool_prefixes)]
         if summary == a.sent:
             return

@@ -37,6 +37,7 @@ class DetectorConfig(BaseModel):
     max_fingerprints_per_account: int = Field(256, description="fingerprints announced per account, at most")
 
     para_sample: Literal[1, 4, 16, 64] = Field(16, description="paraphrase-tolerant prompt keys: about 1/para_sample of them are announced (the same ones for every account)")
+    para_daily_budget: int = Field(128, description="paraphrase keys an account announces per event-time day, at most (about 36 prompts: a campaign account's whole day, a heavy account's sample)")
     para_max_age_days: float = Field(1e9, description="only accounts younger than this (days) at their first request announce paraphrase keys; by default every account does: bought and aged accounts run campaigns too")
 
     # --- behaviour model (river HalfSpaceTrees) -------------------------------------------------
@@ -72,6 +73,7 @@ class DetectorConfig(BaseModel):
     content_broad_requests: int = Field(12, description="shared-content requests that make a *broad* library: more than a cohort's few shared starter prompts give (each gives at most two: its first use and its first repeat)")
     extraction_support: float = Field(0.4, description="extraction profile (capability targeting, reasoning elicitation, round-the-clock, volume; see account_stage.EXTRACTION_WEIGHTS) that, with shared content and shared infrastructure, enforces")
     extraction_broad: float = Field(0.3, description="extraction profile that, with a broad shared library, enforces")
+    shared_card_units: int = Field(3, description="a card counts as campaign infrastructure when this many unrelated units (organisations, org-less accounts) pay with it: a household or a developer's second account shares one with one other")
     proxy_pool_prefixes: int = Field(3, description="client /24s shared with unrelated accounts that show rotation through a proxy pool (one shared home or office /24 does not)")
     suspend_score: float = 0.8
     throttle_score: float = 0.55

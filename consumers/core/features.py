@@ -57,6 +57,7 @@ class AccountState:
         "gn", "gmean", "gm2", "tin", "tout", "ips", "reuse", "models",
         "recent_ids", "prompt_keys", "fps", "next_learn", "sent",
         "dirty", "beh", "lpay", "lua", "scored_n", "scored_t", "touch", "switch_h", "para",
+        "para_day", "para_left",
     )
 
     def __init__(self) -> None:
@@ -90,7 +91,9 @@ class AccountState:
         self.scored_t = 0                       # event time of the last behaviour scoring
         self.touch = 0                          # partition sequence number of its last request
         self.switch_h = -1.0                    # hours from a model's release to this account's move to it
-        self.para: dict[str, None] | None = None  # paraphrase keys announced (fresh accounts only)
+        self.para: dict[str, None] | None = None  # paraphrase keys announced (recent ones)
+        self.para_day = -1                      # event-time day of the paraphrase-key budget ...
+        self.para_left = 0                      # ... and what is left of it
 
     @classmethod
     def new(cls, org: str | None, created_ms: int, ts_ms: int) -> AccountState:
@@ -193,7 +196,7 @@ class AccountState:
             self.reuse, self.models, list(self.recent_ids), self.prompt_keys,
             list(self.fps), self.next_learn, self.sent, self.dirty, self.beh,
             self.lpay, self.lua, self.scored_n, self.scored_t, self.touch, self.switch_h,
-            None if self.para is None else list(self.para),
+            None if self.para is None else list(self.para), self.para_day, self.para_left,
         ]
 
     @classmethod
@@ -205,6 +208,8 @@ class AccountState:
          st.scored_n, st.scored_t, st.touch, st.switch_h) = v[:30]
         para = v[30] if len(v) > 30 else None  # absent in changelogs written before paraphrase keys
         st.para = None if para is None else dict.fromkeys(para)
+        if len(v) > 32:
+            st.para_day, st.para_left = v[31], v[32]
         st.ips = dict.fromkeys(ips)
         st.recent_ids = dict.fromkeys(ids)
         st.fps = dict.fromkeys(fps)

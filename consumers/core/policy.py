@@ -35,10 +35,10 @@ Changelog keys: ``p:<account>``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -87,6 +87,7 @@ def combine(by_source: dict[str, list[Any]]) -> Evidence:
     """
     kinds: dict[str, int] = {}
     best: tuple[int, str] | None = None
+    campaigns: dict[str, int] = {}
     shared: set[int] = set()
     n = 0
     prefixes = 0
@@ -97,17 +98,20 @@ def combine(by_source: dict[str, list[Any]]) -> Evidence:
                 kinds[k] = kinds.get(k, 0) + c
             elif c > kinds.get(k, 0):
                 kinds[k] = c
-        if cid is not None and (best is None or (-(size or 0), cid) < (-best[0], best[1])):
-            best = (size or 0, cid)
+        if cid is not None:
+            campaigns[cid] = max(campaigns.get(cid, 0), size or 0)
+            if best is None or (-(size or 0), cid) < (-best[0], best[1]):
+                best = (size or 0, cid)
         if len(v) > 3:
             shared.update(v[3])
             n = max(n, v[4])
             prefixes += v[5]
     kinds = dict(sorted(kinds.items()))
-    return Evidence(kinds, best[1] if best else None, best[0] if best else None, len(shared), n, prefixes)
+    return Evidence(kinds, best[1] if best else None, best[0] if best else None, len(shared), n, prefixes,
+                    campaigns)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Evidence:
     """What the campaign stage's partitions know about one account, combined (:func:`combine`).
 
@@ -123,6 +127,7 @@ class Evidence:
     shared_requests: int = 0
     requests: int = 0
     shared_prefixes: int = 0
+    campaigns: dict[str, int] | None = None   # every campaign a partition attributes it to -> size
 
 
 def _detail(code: str, v: Any) -> str:
@@ -202,7 +207,7 @@ class PolicyProcessor:
         share_ok = d >= cfg.content_min_share * requests or d >= 2 * cfg.content_broad_requests
         content = d >= cfg.content_min_requests and share_ok
         broad = content and d >= cfg.content_broad_requests
-        infra = "pay" in kinds or ev.shared_prefixes >= cfg.proxy_pool_prefixes
+        infra = kinds.get("pay", 0) >= cfg.shared_card_units or ev.shared_prefixes >= cfg.proxy_pool_prefixes
         if infra and d >= 1 and share_ok:
             content = True  # a card or proxy pool shared with unrelated accounts that also share a prompt
         fresh = "FRESH_ACCOUNT" in codes
@@ -212,7 +217,7 @@ class PolicyProcessor:
                             or (broad and extraction >= cfg.extraction_broad)
                             or d >= 2 * cfg.content_broad_requests):
                 return ("suspend" if score >= cfg.suspend_score else "throttle"), enforce
-            if (content and (infra or extraction >= cfg.extraction_broad)) or (infra and extraction >= cfg.extraction_support):
+            if (content and infra) or ((content or infra) and extraction >= cfg.extraction_support):
                 # coordinated, but short of enforcement: a person looks
                 return "review", score
             return None, score
@@ -221,12 +226,13 @@ class PolicyProcessor:
             # whose campaign no campaign-stage partition has recognised (yet)
             return "throttle", enforce
         if ("HIGH_VOLUME" in codes and "CAPABILITY_CONCENTRATION" in codes
-                and (fresh or "pay" in kinds) and extraction >= cfg.extraction_support):
+                and (fresh or kinds.get("pay", 0) >= cfg.shared_card_units) and extraction >= cfg.extraction_support):
             # the naive scraper: heavy volume targeting capabilities from a new account, or from
             # one paying with a card that unrelated accounts use too (an evaluation lab's
             # bursts come from old accounts paid by their own organisation)
             return "throttle", enforce
-        if score >= cfg.review_score and (content or infra or (fresh and extraction >= cfg.extraction_support)):
+        if (score >= cfg.review_score and (content or infra) and extraction >= cfg.extraction_support
+                and (fresh or (content and infra))):
             # something beyond the account's own volume points at it
             return "review", score
         return None, score
@@ -234,6 +240,10 @@ class PolicyProcessor:
     def decide(self, acct: str, s: list[Any]) -> bytes | None:
         org, beh, beh_reasons, ws, by_source, _, _, prev, prev_cid, w, _, extraction, n_beh = s
         ev = combine(by_source)
+        if prev_cid is not None and ev.campaigns and prev_cid in ev.campaigns and prev_cid != ev.campaign_id:
+            # several campaign-stage partitions each see part of a campaign (under their own ids):
+            # keep the campaign the account was flagged with while a partition still sees it
+            ev = dataclasses.replace(ev, campaign_id=prev_cid, campaign_size=ev.campaigns[prev_cid])
         kinds, cid, size = ev.kinds, ev.campaign_id, ev.campaign_size
         if kinds.get("para", 0) < self.cfg.para_min_links:
             kinds.pop("para", None)  # one or two 24-bit keys in common can be chance

@@ -83,7 +83,8 @@ def test_org_sharing_is_not_evidence(world: Any) -> None:
 def test_org_control_without_org_id_is_linked() -> None:
     """Control for the test above: the same traffic without its org_id is shared evidence."""
     g = EventGen(1)
-    org = g.org(8, 3)
+    # an extraction-like profile, so that what decides is whether the sharing counts as evidence
+    org = [dict(e, task_category="coding", reasoning_elicitation=0.9) for e in g.org(8, 3)]
     background = g.benign(10, 3)
     with_org = run(dumps_lines(sort_events(org + background)))
     stripped = run(dumps_lines(sort_events([dict(e, org_id=None) for e in org] + background)))

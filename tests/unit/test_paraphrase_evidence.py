@@ -247,16 +247,16 @@ def test_policy_adds_paraphrase_links_across_partitions() -> None:
 
 @pytest.mark.parametrize(("verdict", "codes", "extraction", "action"), [
     # infrastructure alone never enforces, whatever the account's age or profile
-    ({"kinds": {"ip": 4, "pay": 2}, "ipn": 4}, ["CAPABILITY_CONCENTRATION"], 0.6, "review"),
-    ({"kinds": {"ip": 4, "pay": 2}, "ipn": 4}, ["FRESH_ACCOUNT", "CAPABILITY_CONCENTRATION"], 0.6, "review"),
-    ({"kinds": {"ip": 4, "pay": 2, "ua": 9, "wave": 12}}, ["FRESH_ACCOUNT"], 0.6, "review"),
+    ({"kinds": {"ip": 4, "pay": 3}, "ipn": 4}, ["CAPABILITY_CONCENTRATION"], 0.6, "review"),
+    ({"kinds": {"ip": 4, "pay": 3}, "ipn": 4}, ["FRESH_ACCOUNT", "CAPABILITY_CONCENTRATION"], 0.6, "review"),
+    ({"kinds": {"ip": 4, "pay": 3, "ua": 9, "wave": 12}}, ["FRESH_ACCOUNT"], 0.6, "review"),
     # a household: one shared /24 and a card, ordinary behaviour: nothing
     ({"kinds": {"ip": 4, "pay": 2}, "ipn": 1}, [], 0.0, None),
     # content tied by a card or a proxy pool, with an extraction profile: enforced at any age
-    ({"kinds": {"ip": 4, "pay": 2, "prompt": 5}, "sr": [1, 2, 3]}, ["CAPABILITY_CONCENTRATION"], 0.45, "enforce"),
+    ({"kinds": {"ip": 4, "pay": 3, "prompt": 5}, "sr": [1, 2, 3]}, ["CAPABILITY_CONCENTRATION"], 0.45, "enforce"),
     ({"kinds": {"ip": 4, "prompt": 5}, "sr": [1, 2], "ipn": 3}, [], 0.45, "enforce"),
     # ... not with an ordinary profile
-    ({"kinds": {"ip": 4, "pay": 2, "prompt": 5}, "sr": [1, 2, 3]}, [], 0.2, "review"),
+    ({"kinds": {"ip": 4, "pay": 3, "prompt": 5}, "sr": [1, 2, 3]}, [], 0.2, "review"),
     # a few shared prompts and nothing else (a cohort's starters): nothing
     ({"kinds": {"prompt": 5, "ip": 9, "wave": 9, "ua": 9}, "sr": [1, 2, 3], "ipn": 1}, ["FRESH_ACCOUNT"], 0.0, None),
     # a broad shared library: enforced with a moderate profile, and with any profile when very broad
@@ -275,7 +275,7 @@ def test_campaign_member_enforced_on_content_not_on_infrastructure(
 
 def test_content_must_be_a_share_of_the_account_requests() -> None:
     """A heavy honest user's few chance collisions are no coordination: 3 of 1,000 requests."""
-    v = {"kinds": {"ip": 4, "pay": 2, "prompt": 5}, "sr": [1, 2, 3]}
+    v = {"kinds": {"ip": 4, "pay": 3, "prompt": 5}, "sr": [1, 2, 3]}
     assert _decide({"0": v}, ["CAPABILITY_CONCENTRATION"], 0.6, cid="cmp-big", size=1000, n=1000)["action"] == "review"
     assert _decide({"0": v}, ["CAPABILITY_CONCENTRATION"], 0.6, cid="cmp-big", size=1000, n=50)["action"] in ("throttle", "suspend")
 
