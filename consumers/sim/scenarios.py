@@ -562,10 +562,10 @@ SCENARIOS: dict[str, Scenario] = {
         hydra=(12_000, 6_000, 3_000), hydra_evasive=(2_000,), hydra_stealth=(1_265,), cot_harvest=(400, 320),
         blended=10, heavy_scraper=5,
     ),
-    # the adversary space: 10-20 campaigns drawn from SWEEP_SPACE per seed, ~2.5 days, ~2,500
+    # the adversary space: 10-20 campaigns drawn from SWEEP_SPACE per seed, ~2.5 days, ~4,000
     # benign accounts of the standard personas plus cohorts without an org and agent fleets
     "sweep": Scenario(
-        name="sweep", days=2.5, n_benign=2500, eval_orgs=2, reseller_orgs=1,
+        name="sweep", days=2.5, n_benign=4000, eval_orgs=2, reseller_orgs=1,
         hydra=(), hydra_evasive=(), hydra_stealth=(), cot_harvest=(), blended=0, heavy_scraper=0,
         enterprise=dataclasses.replace(ENTERPRISE, org_size=(40, 150)),
         sweep_campaigns=(10, 20), cohorts=5, agent_fleets=5,
