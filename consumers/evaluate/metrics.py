@@ -51,6 +51,8 @@ from typing import IO, Any
 
 import orjson
 
+from .dimensions import dimension_metrics, honest_rows
+
 Metrics = dict[str, Any]
 
 SCHEMA = "distillwatch.evaluate/v1"
@@ -63,7 +65,7 @@ ACTIONS = ("review", "throttle", "suspend")
 ATTACK_FAMILIES = ("hydra", "hydra_evasive", "hydra_stealth", "cot_harvest", "blended", "heavy_scraper")
 BENIGN_PERSONAS = (
     "casual", "developer", "enterprise", "eval_company", "ci_agent", "reseller", "researcher",
-    "new_signup",
+    "new_signup", "cohort", "agent_fleet",
 )
 
 #: Quality targets drawn on the report and checked in ``metrics["checks"]``.
@@ -97,6 +99,9 @@ DEFINITIONS = {
                        "members, benign members are impurity; weighted_mean = sum majority / sum members",
     "campaign_coverage": "per true campaign: share of accounts whose latest flag has a campaign_id; "
                          "fragments = distinct predicted ids among those latest flags",
+    "dimensions": "labels with dims (sweep): per bucket of each drawn dimension, enforced recall, recall "
+                  "within 24 h of the first request, leakage and median delay of the attack accounts; "
+                  "targets and grades in consumers/evaluate/dimensions.py; null without dims",
 }
 
 
@@ -186,8 +191,10 @@ def recall_target(family: str) -> float:
 # ---------------------------------------------------------------------------------- evaluate
 
 
-def _read_labels(labels: Iterable[dict]) -> tuple[dict[str, tuple[str, str, str | None, str | None]], int]:
-    """account_id -> (label, group, campaign, org_id); and the count of unusable label lines."""
+def _read_labels(labels: Iterable[dict], dims_of: dict[str, dict[str, Any]] | None = None
+                 ) -> tuple[dict[str, tuple[str, str, str | None, str | None]], int]:
+    """account_id -> (label, group, campaign, org_id); and the count of unusable label lines.
+    Attack accounts' ``dims`` (sweep labels) go into ``dims_of`` when given."""
     out: dict[str, tuple[str, str, str | None, str | None]] = {}
     bad = 0
     for row in labels:
@@ -203,6 +210,9 @@ def _read_labels(labels: Iterable[dict]) -> tuple[dict[str, tuple[str, str, str 
             continue
         campaign = row.get("campaign") if label == "attack" else None
         out[acc] = (label, str(group), campaign, row.get("org_id"))
+        dims = row.get("dims")
+        if dims_of is not None and label == "attack" and isinstance(dims, dict):
+            dims_of[acc] = dims
     return out, bad
 
 
@@ -732,7 +742,8 @@ def evaluate(
     every million events with the number read so far. The result is JSON-serialisable; see the
     module docstring for the definitions.
     """
-    label_of, bad_labels = _read_labels(labels)
+    dims_of: dict[str, dict[str, Any]] = {}
+    label_of, bad_labels = _read_labels(labels, dims_of)
     hist, flag_counts = _read_flags(flags)
     s = _stream_events(events, label_of, hist, dedup_window_ms, progress)
     t = _tally_accounts(label_of, s.state, hist)
@@ -740,6 +751,8 @@ def evaluate(
     overall = _overall(t.groups, t.delays)
     purity, coverage = _campaigns(t.pred_camp, t.true_camp)
     false_positives, missed = _analyst_tables(t.fps, t.missed, attack_groups)
+    dimensions = (_dimensions(dims_of, label_of, s.state, hist, group_metrics, benign_groups)
+                  if dims_of else None)
     return {
         "schema": SCHEMA,
         "definitions": DEFINITIONS,
@@ -763,7 +776,31 @@ def evaluate(
             },
             "timelines": _timelines(s.per_hour, coverage, t.enforce_times_by_campaign),
         },
+        "dimensions": dimensions,
     }
+
+
+def _dimensions(dims_of: dict[str, dict[str, Any]], label_of: dict[str, tuple[str, str, str | None, str | None]],
+                state: dict[str, list], hist: dict[str, _FlagHistory],
+                group_metrics: dict[str, dict[str, Any]], benign_groups: list[str]) -> dict[str, Any]:
+    """Per-dimension quality (:mod:`.dimensions`) of the attack accounts whose labels carry dims."""
+    records: list[list[Any]] = []
+    campaign_dims: dict[str, dict[str, Any]] = {}
+    sizes: Counter[str] = Counter()
+    for acc, dims in dims_of.items():
+        camp = label_of[acc][2] or acc
+        st = state.get(acc)
+        requests, first, leaked = (st[0], st[1], st[2]) if st else (0, None, 0)
+        h = hist.get(acc)
+        enforce_ms = h.enforce_ms if h is not None else None
+        delay = (enforce_ms - first) / HOUR_MS if enforce_ms is not None and first is not None else None
+        records.append([camp, requests, leaked, enforce_ms is not None, delay])
+        campaign_dims.setdefault(camp, dims)
+        sizes[camp] += 1
+    for camp, d in campaign_dims.items():
+        if "size" not in d or "evasions" not in d:
+            campaign_dims[camp] = {"size": sizes[camp], "evasions": 0, **d}
+    return dimension_metrics(records, campaign_dims, honest_rows(group_metrics, benign_groups))
 
 
 def _check(metric: str, group: str, value: float | None, target: float, op: str) -> dict[str, Any]:
