@@ -93,7 +93,8 @@ def _grade(value: float | None, target: float | None, higher_is_better: bool) ->
     if value is None:
         return 3
     gap = (target - value) if higher_is_better else (value - target)
-    return 0 if gap <= 1e-12 else 1 if gap <= 0.10 else 2 if gap <= 0.30 else 3
+    eps = 1e-9  # 0.8 - 0.5 is 0.30000000000000004
+    return 0 if gap <= eps else 1 if gap <= 0.10 + eps else 2 if gap <= 0.30 + eps else 3
 
 
 def _delay_grade(value: float | None, target: float) -> int:

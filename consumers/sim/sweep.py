@@ -233,7 +233,8 @@ def _network(world: World, d: Dims, beh: CampaignBehaviour, n: int) -> Callable[
 
 def _batch(world: World, sc: Scenario, camp: Campaign, d: Dims, n: int, batch: int,
            created: list[int], switch_ms: float, active_to: float) -> list[Account]:
-    """``n`` accounts of one batch of the campaign, on their own network, cards and clients."""
+    """``n`` accounts of one batch of the campaign, on their own network, cards and clients.
+    Batch 2 (after a model hop) goes to work at ``switch_ms``, on the new model only."""
     rng = world.rng
     beh = camp.beh
     net = _network(world, d, beh, n)
@@ -246,6 +247,8 @@ def _batch(world: World, sc: Scenario, camp: Campaign, d: Dims, n: int, batch: i
         a.active_to = active_to
         if d.creation == "bought" and batch == 1:  # bought accounts go to work at the start
             a.active_from = sc.start_ms + rng.uniform(0.0, 6.0) * HOUR_MS
+        if batch == 2:
+            a.active_from = max(a.active_from, switch_ms)
         a.payment_fp = cards[i]
         if a.payment_fp is None:
             a.tier = "free"
@@ -260,8 +263,8 @@ def _batch(world: World, sc: Scenario, camp: Campaign, d: Dims, n: int, batch: i
             a.ramp0 = min(1.0, 5.0 / (a.rate_h * 24.0))
             a.ramp_ms = d.ramp_days * DAY_MS
             a.ramp_origin = int(a.active_from)
-        extraction = make_profile(world, beh, switch_ms + rng.uniform(0.0, beh.switch_jitter_h) * HOUR_MS,
-                                  templates=camp.templates)
+        jitter = rng.uniform(0.0, beh.switch_jitter_h) * HOUR_MS if batch == 1 else 0.0
+        extraction = make_profile(world, beh, switch_ms + jitter, templates=camp.templates)
         if d.blend > 0:
             a.profile = make_profile(world, sc.developer, switch_ms)
             a.alt_profile = extraction
