@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("consumers.sim.cli", "generate labelled traffic (benign personas + attack families)"),
     "evaluate": ("consumers.evaluate.cli", "quality report of flags against ground-truth labels"),
     "evaluate-standard": ("consumers.evaluate.standard", "simulate + replay + evaluate the standard scenarios"),
+    "evaluate-sweep": ("consumers.evaluate.sweep", "simulate + replay + evaluate the adversary space, per dimension"),
     "diff": ("consumers.diff", "compare the flags of two runs (shadow comparison)"),
     "schemas": ("consumers.contract.schemas", "write or check the JSON Schemas in schemas/"),
 }

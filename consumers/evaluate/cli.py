@@ -3,8 +3,8 @@
     distillwatch evaluate --events FILE --labels FILE (--flags FILE | --topic T
                           [--bootstrap-servers S]) --report DIR
 
-Prints the headline table to standard output and writes ``DIR/metrics.json`` and
-``DIR/index.html``. With ``--topic`` the flags topic is read from the beginning to its end (the
+Prints the headline table (and, when the labels carry a sweep campaign's ``dims``, the table per
+dimension bucket) to standard output and writes ``DIR/metrics.json`` and ``DIR/index.html``. With ``--topic`` the flags topic is read from the beginning to its end (the
 high watermarks taken at start, or the last stable offset while a transaction is open) by a
 ``read_committed`` consumer that assigns every partition and commits nothing.
 
@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from .dimensions import dimension_table
 from .metrics import DEFAULT_DEDUP_WINDOW_MS, HOUR_MS, evaluate, headline_table, load_jsonl
 from .report import write_report
 
@@ -160,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - t0
     mj, html = write_report(metrics, args.report)
     print(headline_table(metrics))
+    if metrics.get("dimensions"):
+        print()
+        print(dimension_table(metrics["dimensions"]))
     ev = metrics["inputs"]["events"]
     print(f"\n{ev['unique']:,} requests ({ev['duplicates']:,} duplicates, {ev['invalid'] + ev['not_json']:,} "
           f"unreadable) evaluated in {elapsed:.1f}s · report: {html} · metrics: {mj}")

@@ -51,6 +51,8 @@ from typing import IO, Any
 
 import orjson
 
+from .dimensions import dimension_metrics, honest_rows
+
 Metrics = dict[str, Any]
 
 SCHEMA = "distillwatch.evaluate/v1"
@@ -63,7 +65,7 @@ ACTIONS = ("review", "throttle", "suspend")
 ATTACK_FAMILIES = ("hydra", "hydra_evasive", "hydra_stealth", "cot_harvest", "blended", "heavy_scraper")
 BENIGN_PERSONAS = (
     "casual", "developer", "enterprise", "eval_company", "ci_agent", "reseller", "researcher",
-    "new_signup",
+    "new_signup", "cohort", "agent_fleet",
 )
 
 #: Quality targets drawn on the report and checked in ``metrics["checks"]``.
@@ -97,6 +99,9 @@ DEFINITIONS = {
                        "members, benign members are impurity; weighted_mean = sum majority / sum members",
     "campaign_coverage": "per true campaign: share of accounts whose latest flag has a campaign_id; "
                          "fragments = distinct predicted ids among those latest flags",
+    "dimensions": "labels with dims (sweep): per bucket of each drawn dimension, enforced recall, recall "
+                  "within 24 h of the first request, leakage and median delay of the attack accounts; "
+                  "targets and grades in consumers/evaluate/dimensions.py; null without dims",
 }
 
 
@@ -186,8 +191,10 @@ def recall_target(family: str) -> float:
 # ---------------------------------------------------------------------------------- evaluate
 
 
-def _read_labels(labels: Iterable[dict]) -> tuple[dict[str, tuple[str, str, str | None, str | None]], int]:
-    """account_id -> (label, group, campaign, org_id); and the count of unusable label lines."""
+def _read_labels(labels: Iterable[dict], dims_of: dict[str, dict[str, Any]] | None = None
+                 ) -> tuple[dict[str, tuple[str, str, str | None, str | None]], int]:
+    """account_id -> (label, group, campaign, org_id); and the count of unusable label lines.
+    Attack accounts' ``dims`` (sweep labels) go into ``dims_of`` when given."""
     out: dict[str, tuple[str, str, str | None, str | None]] = {}
     bad = 0
     for row in labels:
@@ -203,6 +210,9 @@ def _read_labels(labels: Iterable[dict]) -> tuple[dict[str, tuple[str, str, str 
             continue
         campaign = row.get("campaign") if label == "attack" else None
         out[acc] = (label, str(group), campaign, row.get("org_id"))
+        dims = row.get("dims")
+        if dims_of is not None and label == "attack" and isinstance(dims, dict):
+            dims_of[acc] = dims
     return out, bad
 
 
@@ -271,26 +281,26 @@ def _read_flags(flags: Iterable[dict]) -> tuple[dict[str, _FlagHistory], dict[st
     return hist, counts
 
 
-def evaluate(
-    events: Iterable[dict],
-    labels: Iterable[dict],
-    flags: Iterable[dict],
-    *,
-    dedup_window_ms: int | None = DEFAULT_DEDUP_WINDOW_MS,
-    sources: dict[str, Any] | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> Metrics:
-    """Measure the flags against the labels over the events; return the metrics as a plain dict.
+class _Stream:
+    """What one pass over the events leaves: per-account counters, per-campaign hourly
+    requests and the input counts."""
 
-    ``labels`` and ``flags`` are consumed first, then ``events`` is iterated exactly once.
-    ``sources`` (e.g. the input paths) is copied into ``metrics["inputs"]``. ``progress`` is called
-    every million events with the number read so far. The result is JSON-serialisable; see the
-    module docstring for the definitions.
-    """
-    label_of, bad_labels = _read_labels(labels)
-    hist, flag_counts = _read_flags(flags)
+    __slots__ = ("state", "per_hour", "n_lines", "n_invalid", "n_dup", "n_unlabeled",
+                 "n_disorder", "first_ts", "last_ts")
 
-    # --- stream the events once: per account [requests, first_ts, leaked, campaign, enforce_ms, unlabeled]
+    def __init__(self) -> None:
+        #: account -> [requests, first_ts, leaked, campaign, enforce_ms, unlabeled]
+        self.state: dict[str, list] = {}
+        self.per_hour: Counter[tuple[str, int]] = Counter()  # (true campaign, epoch hour) -> requests
+        self.n_lines = self.n_invalid = self.n_dup = self.n_unlabeled = self.n_disorder = 0
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
+
+
+def _stream_events(events: Iterable[dict], label_of: dict[str, tuple[str, str, str | None, str | None]],
+                   hist: dict[str, _FlagHistory], dedup_window_ms: int | None,
+                   progress: Callable[[int], None] | None) -> _Stream:
+    """Stream the events once: per account requests, first request and leaked requests."""
     INF = 1 << 62
     state: dict[str, list] = {}
     per_hour: Counter[tuple[str, int]] = Counter()  # (true campaign, epoch hour) -> requests
@@ -358,8 +368,33 @@ def evaluate(
     if max_ts != -INF:
         first_ts = min(s[1] for s in state.values())
         last_ts = max_ts
+    out = _Stream()
+    out.state, out.per_hour = state, per_hour
+    out.n_lines, out.n_invalid, out.n_dup = n_lines, n_invalid, n_dup
+    out.n_unlabeled, out.n_disorder = n_unlabeled, n_disorder
+    out.first_ts, out.last_ts = first_ts, last_ts
+    return out
 
-    # --- per account outcomes, aggregated per group
+
+class _Tally:
+    """Per-account outcomes aggregated per group, per true and per predicted campaign."""
+
+    __slots__ = ("groups", "delays", "hist_bins", "unflagged", "fps", "missed", "true_camp",
+                 "pred_camp", "enforce_times_by_campaign")
+    groups: dict[str, dict[str, Any]]
+    delays: dict[str, list[float]]
+    hist_bins: dict[str, list[int]]
+    unflagged: dict[str, int]
+    fps: list[dict[str, Any]]
+    missed: dict[str, list[dict[str, Any]]]
+    true_camp: dict[str, dict[str, Any]]
+    pred_camp: dict[str, Counter]
+    enforce_times_by_campaign: dict[str, list[int]]
+
+
+def _tally_accounts(label_of: dict[str, tuple[str, str, str | None, str | None]],
+                    state: dict[str, list], hist: dict[str, _FlagHistory]) -> _Tally:
+    """Per account outcomes, aggregated per group."""
     groups: dict[str, dict[str, Any]] = {}
     delays: dict[str, list[float]] = {}
     hist_bins = {"attack": [0] * SCORE_BINS, "benign": [0] * SCORE_BINS}
@@ -445,8 +480,16 @@ def evaluate(
                 if latest["campaign_id"] is not None:
                     tc["covered"] += 1
                     tc["fragments"].add(latest["campaign_id"])
+    t = _Tally()
+    t.groups, t.delays, t.hist_bins, t.unflagged = groups, delays, hist_bins, unflagged
+    t.fps, t.missed, t.true_camp, t.pred_camp = fps, missed, true_camp, pred_camp
+    t.enforce_times_by_campaign = enforce_times_by_campaign
+    return t
 
-    # --- group metrics
+
+def _group_metrics(groups: dict[str, dict[str, Any]], delays: dict[str, list[float]]
+                   ) -> tuple[dict[str, dict[str, Any]], list[str], list[str]]:
+    """Metrics per attack family and benign persona; the families and personas in order."""
     group_metrics: dict[str, dict[str, Any]] = {}
     attack_groups = _group_order((k for k, v in groups.items() if v["kind"] == "attack"), ATTACK_FAMILIES)
     benign_groups = _group_order((k for k, v in groups.items() if v["kind"] == "benign"), BENIGN_PERSONAS)
@@ -484,8 +527,11 @@ def evaluate(
             "blocked_requests": blocked,
             "blocked_share": _ratio(blocked, g["requests"]),
         }
+    return group_metrics, attack_groups, benign_groups
 
-    # --- overall
+
+def _overall(groups: dict[str, dict[str, Any]], delays: dict[str, list[float]]) -> dict[str, Any]:
+    """The overall numbers (every labelled account)."""
     def total(kind: str, key: str) -> int:
         return sum(v[key] for v in groups.values() if v["kind"] == kind)
 
@@ -516,8 +562,11 @@ def evaluate(
         "median_delay_h": quantile(all_delays, 0.5),
         "p90_delay_h": quantile(all_delays, 0.9),
     }
+    return overall
 
-    # --- unknown accounts (flagged but not in the labels)
+
+def _unknown_accounts(hist: dict[str, _FlagHistory], label_of: dict[str, Any]) -> dict[str, Any]:
+    """Flagged accounts missing from the labels."""
     unknown = [a for a in hist if a not in label_of]
     unknown_accounts = {
         "accounts": len(unknown),
@@ -526,8 +575,12 @@ def evaluate(
         "review_queue": sum(1 for a in unknown if hist[a].latest["action"] == "review"),
         "examples": sorted(unknown)[:20],
     }
+    return unknown_accounts
 
-    # --- campaigns
+
+def _campaigns(pred_camp: dict[str, Counter], true_camp: dict[str, dict[str, Any]]
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Purity of the predicted campaigns and coverage of the true ones."""
     predicted = []
     maj_sum = mem_sum = 0
     for cid, members in pred_camp.items():
@@ -558,8 +611,14 @@ def evaluate(
             "fragments": len(tc["fragments"]), "ids_ever": len(tc["ever"]),
         })
     coverage.sort(key=lambda c: (-c["accounts"], c["campaign"]))
+    purity = {"weighted_mean": _ratio(maj_sum, mem_sum), "predicted_campaigns": len(predicted),
+              "campaigns": predicted}
+    return purity, coverage
 
-    # --- timelines per true campaign: requests per hour and cumulative enforced accounts
+
+def _timelines(per_hour: Counter[tuple[str, int]], coverage: list[dict[str, Any]],
+               enforce_times_by_campaign: dict[str, list[int]]) -> dict[str, Any]:
+    """Per true campaign: requests per hour and cumulative enforced accounts."""
     hours_by_campaign: dict[str, dict[int, int]] = {}
     for (camp, hour), n in per_hour.items():
         hours_by_campaign.setdefault(camp, {})[hour] = n
@@ -584,8 +643,12 @@ def evaluate(
             "family": cov["family"], "accounts": cov["accounts"], "start_ms": h0 * HOUR_MS,
             "requests_per_hour": reqs, "enforced_cumulative": cum,
         }
+    return timelines
 
-    # --- analyst tables
+
+def _analyst_tables(fps: list[dict[str, Any]], missed: dict[str, list[dict[str, Any]]],
+                    attack_groups: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The false positives and missed attack accounts shown to an analyst."""
     fps.sort(key=lambda r: (-(r["score"] or 0.0), r["account_id"]))
     missed_total = {fam: len(v) for fam, v in missed.items()}
     for v in missed.values():
@@ -599,8 +662,13 @@ def evaluate(
                 shown_missed.append(missed[f][i])
         i += 1
     shown_missed.sort(key=lambda r: (attack_groups.index(r["family"]), -r["requests"], r["account_id"]))
+    return ({"total": len(fps), "shown": fps[:MAX_FALSE_POSITIVES]},
+            {"total": sum(missed_total.values()), "by_family": missed_total, "shown": shown_missed})
 
-    # --- target checks
+
+def _target_checks(group_metrics: dict[str, dict[str, Any]], overall: dict[str, Any],
+                   attack_groups: list[str], benign_groups: list[str]) -> list[dict[str, Any]]:
+    """Every target of :data:`TARGETS` checked."""
     checks = []
     for name in attack_groups:
         gm = group_metrics[name]
@@ -616,7 +684,18 @@ def evaluate(
     if "hydra" in group_metrics and group_metrics["hydra"].get("median_delay_h") is not None:
         checks.append(_check("median_delay_h", "hydra", group_metrics["hydra"]["median_delay_h"],
                              TARGETS["hydra_median_delay_h"], "<="))
+    return checks
 
+
+def _inputs(events: Iterable[dict], labels: Iterable[dict], flags: Iterable[dict], s: _Stream,
+            label_of: dict[str, Any], bad_labels: int, overall: dict[str, Any], campaigns: int,
+            flag_counts: dict[str, Any], dedup_window_ms: int | None,
+            sources: dict[str, Any] | None) -> dict[str, Any]:
+    """What was read: lines, duplicates, invalid and unlabelled records of each input."""
+    n_lines, n_invalid, n_dup = s.n_lines, s.n_invalid, s.n_dup
+    n_disorder, n_unlabeled, state = s.n_disorder, s.n_unlabeled, s.state
+    first_ts, last_ts = s.first_ts, s.last_ts
+    att_acc, ben_acc = overall["attack_accounts"], overall["benign_accounts"]
     inputs = {
         "events": {
             "lines": n_lines + int(getattr(events, "bad_lines", 0)),
@@ -636,7 +715,7 @@ def evaluate(
             "attack": att_acc,
             "benign": ben_acc,
             "invalid": bad_labels + int(getattr(labels, "bad_lines", 0)),
-            "campaigns": len(true_camp),
+            "campaigns": campaigns,
         },
         "flags": {**flag_counts, "not_json": int(getattr(flags, "bad_lines", 0))},
     }
@@ -644,35 +723,84 @@ def evaluate(
         entry = inputs.setdefault(k, {})
         if isinstance(entry, dict):
             entry["source"] = v
+    return inputs
 
+
+def evaluate(
+    events: Iterable[dict],
+    labels: Iterable[dict],
+    flags: Iterable[dict],
+    *,
+    dedup_window_ms: int | None = DEFAULT_DEDUP_WINDOW_MS,
+    sources: dict[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Metrics:
+    """Measure the flags against the labels over the events; return the metrics as a plain dict.
+
+    ``labels`` and ``flags`` are consumed first, then ``events`` is iterated exactly once.
+    ``sources`` (e.g. the input paths) is copied into ``metrics["inputs"]``. ``progress`` is called
+    every million events with the number read so far. The result is JSON-serialisable; see the
+    module docstring for the definitions.
+    """
+    dims_of: dict[str, dict[str, Any]] = {}
+    label_of, bad_labels = _read_labels(labels, dims_of)
+    hist, flag_counts = _read_flags(flags)
+    s = _stream_events(events, label_of, hist, dedup_window_ms, progress)
+    t = _tally_accounts(label_of, s.state, hist)
+    group_metrics, attack_groups, benign_groups = _group_metrics(t.groups, t.delays)
+    overall = _overall(t.groups, t.delays)
+    purity, coverage = _campaigns(t.pred_camp, t.true_camp)
+    false_positives, missed = _analyst_tables(t.fps, t.missed, attack_groups)
+    dimensions = (_dimensions(dims_of, label_of, s.state, hist, group_metrics, benign_groups)
+                  if dims_of else None)
     return {
         "schema": SCHEMA,
         "definitions": DEFINITIONS,
         "targets": TARGETS,
-        "inputs": inputs,
+        "inputs": _inputs(events, labels, flags, s, label_of, bad_labels, overall, len(t.true_camp),
+                          flag_counts, dedup_window_ms, sources),
         "overall": overall,
         "groups": group_metrics,
         "attack_families": attack_groups,
         "benign_personas": benign_groups,
-        "campaign_purity": {
-            "weighted_mean": _ratio(maj_sum, mem_sum),
-            "predicted_campaigns": len(predicted),
-            "campaigns": predicted,
-        },
+        "campaign_purity": purity,
         "campaign_coverage": coverage,
-        "unknown_accounts": unknown_accounts,
-        "checks": checks,
-        "false_positives": {"total": len(fps), "shown": fps[:MAX_FALSE_POSITIVES]},
-        "missed": {"total": sum(missed_total.values()), "by_family": missed_total,
-                   "shown": shown_missed},
+        "unknown_accounts": _unknown_accounts(hist, label_of),
+        "checks": _target_checks(group_metrics, overall, attack_groups, benign_groups),
+        "false_positives": false_positives,
+        "missed": missed,
         "charts": {
             "score_histogram": {
-                "bins": SCORE_BINS, "attack": hist_bins["attack"], "benign": hist_bins["benign"],
-                "unflagged": unflagged,
+                "bins": SCORE_BINS, "attack": t.hist_bins["attack"], "benign": t.hist_bins["benign"],
+                "unflagged": t.unflagged,
             },
-            "timelines": timelines,
+            "timelines": _timelines(s.per_hour, coverage, t.enforce_times_by_campaign),
         },
+        "dimensions": dimensions,
     }
+
+
+def _dimensions(dims_of: dict[str, dict[str, Any]], label_of: dict[str, tuple[str, str, str | None, str | None]],
+                state: dict[str, list], hist: dict[str, _FlagHistory],
+                group_metrics: dict[str, dict[str, Any]], benign_groups: list[str]) -> dict[str, Any]:
+    """Per-dimension quality (:mod:`.dimensions`) of the attack accounts whose labels carry dims."""
+    records: list[list[Any]] = []
+    campaign_dims: dict[str, dict[str, Any]] = {}
+    sizes: Counter[str] = Counter()
+    for acc, dims in dims_of.items():
+        camp = label_of[acc][2] or acc
+        st = state.get(acc)
+        requests, first, leaked = (st[0], st[1], st[2]) if st else (0, None, 0)
+        h = hist.get(acc)
+        enforce_ms = h.enforce_ms if h is not None else None
+        delay = (enforce_ms - first) / HOUR_MS if enforce_ms is not None and first is not None else None
+        records.append([camp, requests, leaked, enforce_ms is not None, delay])
+        campaign_dims.setdefault(camp, dims)
+        sizes[camp] += 1
+    for camp, d in campaign_dims.items():
+        if "size" not in d or "evasions" not in d:
+            campaign_dims[camp] = {"size": sizes[camp], "evasions": 0, **d}
+    return dimension_metrics(records, campaign_dims, honest_rows(group_metrics, benign_groups))
 
 
 def _check(metric: str, group: str, value: float | None, target: float, op: str) -> dict[str, Any]:
@@ -729,3 +857,4 @@ def headline_table(metrics: Metrics) -> str:
         + (f" · flags for {unk} unlabelled accounts" if unk else "")
     )
     return "\n".join(lines)
+

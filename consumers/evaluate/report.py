@@ -5,7 +5,8 @@ here from the metrics dict produced by :func:`consumers.evaluate.metrics.evaluat
 little inline CSS. Every string that comes from the inputs (account ids, reason details...) is
 HTML-escaped. Sections (each a ``<section id=...>``): ``headline`` cards, ``families`` and
 ``personas`` bar charts with the target lines, ``timelines`` per true campaign, ``scores``
-histogram, ``false-positives``, ``missed``, ``campaigns`` and the ``groups`` table.
+histogram, ``false-positives``, ``missed``, ``campaigns``, ``dimensions`` (labels with a sweep
+campaign's dims: a heat map and tables per dimension bucket) and the ``groups`` table.
 """
 
 from __future__ import annotations
@@ -565,6 +566,94 @@ footer {{ color:#868e96; font-size: 12px; text-align:center; margin-top: 16px; }
 """
 
 
+#: heat-map fill per grade (0 meets the target ... 3 far from it; None: no target)
+GRADE_FILL = {0: "#d3f9d8", 1: "#fff3bf", 2: "#ffd8a8", 3: "#ffc9c9", None: "#f1f3f5"}
+_HEAT_COLS = (("recall", "enforced recall", _pct), ("recall_24h", "recall ≤ 24 h", _pct),
+              ("leakage", "leakage", _pct), ("median_delay_h", "median delay h", _hours))
+
+
+def dimension_heatmap(dm: dict[str, Any], width: int = 760) -> str:
+    """One row per dimension bucket; recall, recall within 24 h, leakage and median delay
+    coloured by how far each is from its target (grades of :mod:`.dimensions`)."""
+    rows = [(d["title"] if i == 0 else "", c) for d in dm["dimensions"] for i, c in enumerate(d["buckets"])]
+    label_w, head_h, row_h = 250, 34, 22
+    col_w = (width - label_w) / len(_HEAT_COLS)
+    height = head_h + row_h * len(rows) + 6
+    out = [f'<svg class="chart heat" id="dimension-heatmap" viewBox="0 0 {width} {height}" role="img" '
+           'aria-label="per-dimension heat map">']
+    for j, (_, title, _fmt) in enumerate(_HEAT_COLS):
+        out.append(f'<text class="axl" x="{_f(label_w + (j + 0.5) * col_w)}" y="{head_h - 12}" '
+                   f'text-anchor="middle">{_e(title)}</text>')
+    for i, (dim, c) in enumerate(rows):
+        y = head_h + i * row_h
+        if dim:
+            out.append(f'<line x1="0" x2="{width}" y1="{y}" y2="{y}" stroke="{C_AXIS}" stroke-width="0.6"/>')
+            out.append(f'<text class="cat" x="4" y="{y + 15}">{_e(dim)}</text>')
+        out.append(f'<text class="sub" x="{label_w - 8}" y="{y + 15}" text-anchor="end">'
+                   f'{_e(c["bucket"])} · {c["accounts"]:,}</text>')
+        for j, (key, title, fmt) in enumerate(_HEAT_COLS):
+            g = c["grade"].get(key)
+            x = label_w + j * col_w
+            out.append(f'<rect x="{_f(x + 1)}" y="{y + 1}" width="{_f(col_w - 2)}" height="{row_h - 2}" '
+                       f'fill="{GRADE_FILL[g]}" data-grade="{"" if g is None else g}">'
+                       f'<title>{_e(dim or "")} {_e(c["bucket"])}: {_e(title)} {fmt(c[key])}</title></rect>')
+            out.append(f'<text class="val" x="{_f(x + col_w / 2)}" y="{y + 15}" text-anchor="middle">'
+                       f'{fmt(c[key])}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _dimensions_section(dm: dict[str, Any]) -> str:
+    """The per-dimension section: heat map, table per bucket, campaigns and honest personas."""
+    t = dm["targets"]
+
+    def tgt(v: float | None) -> str:
+        return "—" if v is None else _pct(v, 0)
+
+    rows = []
+    for d in dm["dimensions"]:
+        for i, c in enumerate(d["buckets"]):
+            rows.append(("", [_e(d["title"]) if i == 0 else "", _e(c["bucket"]), f'{c["campaigns"]:,}',
+                              f'{c["accounts"]:,}', _checked(_pct(c["recall"]), c["grade"]["recall"] == 0),
+                              tgt(c["target"]["recall"]),
+                              _checked(_pct(c["recall_24h"]), c["grade"]["recall_24h"] == 0),
+                              _checked(_pct(c["leakage"]), None if c["grade"]["leakage"] is None
+                                       else c["grade"]["leakage"] == 0),
+                              tgt(c["target"]["leakage"]),
+                              _checked(_hours(c["median_delay_h"]), c["grade"]["median_delay_h"] == 0)]))
+    camp_rows = [("", [f'<span class="mono">{_e(c["campaign"])}</span>', f'{c["size"]:,}', f'{c["evasions"]}',
+                       _e(" · ".join(f"{k} {c['dims'][k]}" for k in ("network", "client", "payment", "schedule",
+                                                                      "ramp", "paraphrase_bits", "creation")
+                                     if k in c["dims"])),
+                       _checked(_pct(c["recall"]), c["ok"]), _pct(c["leakage"]), _hours(c["median_delay_h"])])
+                 for c in dm["campaigns"]]
+    honest_rows = [("", [_e(h["persona"]), f'{h["accounts"]:,}', _checked(_pct(h["enforced_share"], 2),
+                                                                        not h["enforced"]),
+                         _pct(h["flagged_share"])]) for h in dm["honest"]]
+    return (
+        '<section id="dimensions"><h2>Quality per evasion dimension</h2><p class="lead">Attack accounts '
+        "grouped by the bucket of each dimension their campaign was drawn with. Targets per campaign: "
+        f"≥ {t['small_size']} accounts and ≤ {t['few_evasions']} evasions: recall ≥ {_pct(t['recall_few'], 0)}, "
+        f"leakage ≤ {_pct(t['leakage_few'], 0)}; more evasions: ≥ {_pct(t['recall_many'], 0)} / "
+        f"≤ {_pct(t['leakage_many'], 0)}; smaller campaigns: ≥ {_pct(t['recall_24h'], 0)} enforced within "
+        f"{t['delay_h']:.0f} h. A bucket's target is the mean of its accounts' (leakage: requests'). "
+        "Colour: green meets the target, yellow misses by ≤ 10 points (delay ≤ 2x), orange by ≤ 30 "
+        "(≤ 4x), red by more.</p>"
+        f'<div class="wide">{dimension_heatmap(dm)}</div>'
+        + _table("dimensions-table", [("dimension", False), ("bucket", False), ("campaigns", True),
+                                      ("accounts", True), ("recall", True), ("target", True),
+                                      ("≤ 24 h", True), ("leakage", True), ("target", True),
+                                      ("median delay h", True)], rows)
+        + "<h3>Campaigns</h3>"
+        + _table("sweep-campaigns-table", [("campaign", False), ("size", True), ("evasions", True),
+                                           ("drawn", False), ("recall", True), ("leakage", True),
+                                           ("median delay h", True)], camp_rows)
+        + "<h3>Honest personas</h3>"
+        + _table("honest-table", [("persona", False), ("accounts", True), ("enforced", True),
+                                  ("flagged at all", True)], honest_rows)
+        + "</section>")
+
+
 def render_html(metrics: Metrics) -> str:
     """The whole report page as one self-contained HTML string."""
     m = metrics
@@ -743,6 +832,10 @@ def render_html(metrics: Metrics) -> str:
                                   ("true campaigns", True), ("purity", True)], pur_rows,
                  empty="no campaign ids in the flags")
         + "</section>")
+
+    # --- per evasion dimension (sweep labels)
+    if m.get("dimensions"):
+        parts.append(_dimensions_section(m["dimensions"]))
 
     # --- groups table
     unk = m["unknown_accounts"]

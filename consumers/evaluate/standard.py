@@ -26,32 +26,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fail-on-targets", action="store_true", help="exit 1 when a target is missed")
 
 
-def evaluate_run(scenario: str, seed: int, out: Path, detector_config: str | None = None) -> dict[str, Any]:
-    """Simulate, replay and evaluate one run; return a summary row."""
+def simulate_replay_evaluate(scenario: str, seed: int, out: Path, detector_config: str | None = None,
+                             scale: float | None = None, days: float | None = None
+                             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Simulate ``scenario`` with ``seed`` into ``out``, replay it through the in-process pipeline,
+    evaluate the flags and write the report there; return the metrics and a dict of sizes and
+    timings (``events``, ``accounts``, ``simulate_s``, ``replay_s``, ``evaluate_s``,
+    ``replay_events_per_s``)."""
     from consumers.evaluate import evaluate, write_report
     from consumers.io import load_jsonl, read_lines
     from consumers.replay import load_detector_config, replay_file
     from consumers.sim.generator import generate
+    from consumers.sim.scenarios import get_scenario
     from consumers.sim.writer import write_events, write_labels
 
     out.mkdir(parents=True, exist_ok=True)
     events_path, labels_path, flags_path = out / "events.jsonl.gz", out / "labels.jsonl", out / "flags.jsonl"
     t0 = time.monotonic()
-    events, labels = generate(scenario, seed)
+    events, labels = generate(get_scenario(scenario, scale=scale, days=days), seed)
     write_labels(labels, labels_path)
     n_events = write_events(events, events_path)
     t_sim = time.monotonic() - t0
     t0 = time.monotonic()
     counts = replay_file(str(events_path), str(flags_path), load_detector_config(detector_config))
     t_replay = time.monotonic() - t0
+    t0 = time.monotonic()
     flags = load_jsonl(str(flags_path))
     metrics = evaluate((orjson.loads(x) for chunk in read_lines(str(events_path)) for x in chunk), labels, flags)
     write_report(metrics, out)
+    info = {"events": n_events, "accounts": len(labels), "simulate_s": round(t_sim, 1),
+            "replay_s": round(t_replay, 1), "evaluate_s": round(time.monotonic() - t0, 1),
+            "replay_events_per_s": round(counts["lines"] / max(t_replay, 1e-9))}
+    return metrics, info
+
+
+def evaluate_run(scenario: str, seed: int, out: Path, detector_config: str | None = None) -> dict[str, Any]:
+    """Simulate, replay and evaluate one run; return a summary row."""
+    metrics, info = simulate_replay_evaluate(scenario, seed, out, detector_config)
     failed = [c for c in metrics["checks"] if c.get("ok") is False]
     return {
-        "run": f"{scenario}-s{seed}", "events": n_events, "accounts": len(labels),
-        "simulate_s": round(t_sim, 1), "replay_s": round(t_replay, 1),
-        "replay_events_per_s": round(counts["lines"] / max(t_replay, 1e-9)),
+        "run": f"{scenario}-s{seed}", "events": info["events"], "accounts": info["accounts"],
+        "simulate_s": info["simulate_s"], "replay_s": info["replay_s"],
+        "replay_events_per_s": info["replay_events_per_s"],
         "overall": metrics["overall"],
         "groups": {g: {k: m.get(k) for k in ("accounts", "enforced_recall", "fpr", "leakage", "median_delay_h",
                                              "any_flag_rate", "review_queue")}

@@ -2,7 +2,8 @@
 
 Benign personas (the hard negatives of THREATS.md) and attack families (hydra, cot_harvest,
 blended, heavy_scraper, hydra_evasive, hydra_stealth) are built per scenario (:mod:`consumers.sim.scenarios`
-holds every parameter); :class:`Simulation` merges the accounts' lazy arrival processes into one
+holds every parameter; the ``sweep`` scenario draws its campaigns from a space of evasion
+dimensions instead, :mod:`consumers.sim.sweep`); :class:`Simulation` merges the accounts' lazy arrival processes into one
 ``ts_ms``-sorted stream whose memory does not grow with the number of events.
 
     >>> events, labels = generate(get_scenario("smoke", scale=0.1), seed=1)

@@ -89,13 +89,15 @@ class Account:
         "account_id", "org_id", "api_keys", "created_ms", "tier", "payment_fp", "group", "campaign",
         # timing
         "active_from", "active_to", "rate_h", "diurnal", "weekend", "tz_min",
-        "ramp0", "ramp_ms", "hour_factors", "hf_origin", "bursts",
+        "ramp0", "ramp_ms", "ramp_origin", "hour_factors", "hf_origin", "bursts",
         # infrastructure
         "ips", "p_ip_primary", "uas", "p_ua_primary",
         # content
-        "profile", "alt_profile", "p_alt",
+        "profile", "alt_profile", "p_alt", "alt_until",
         # outcome
         "p429", "p_err", "lat_mult",
+        # extra ground-truth label fields (sweep: the campaign's drawn dimensions)
+        "extra",
         # state of the arrival process, and the event's constant fields (set by the generator)
         "t", "h_end", "h_rate", "h_lim", "static",
     )
@@ -117,6 +119,7 @@ class Account:
         self.tz_min = 0
         self.ramp0 = 1.0
         self.ramp_ms = 0.0
+        self.ramp_origin: int | None = None  # the ramp starts here (default: created_ms)
         self.hour_factors: list[float] | None = None
         self.hf_origin = 0
         self.bursts: tuple[tuple[int, int, float], ...] = ()
@@ -127,9 +130,11 @@ class Account:
         self.profile: Profile = None  # type: ignore[assignment]  # set by the builders
         self.alt_profile: Profile = None  # type: ignore[assignment]  # used when p_alt > 0
         self.p_alt = 0.0
+        self.alt_until = INF  # the alternative profile is used only before this time
         self.p429 = 0.004
         self.p_err = 0.006
         self.lat_mult = 1.0
+        self.extra: dict[str, Any] | None = None
         self.t = INF
         self.h_end = -INF
         self.h_rate = 0.0
@@ -145,7 +150,8 @@ class Account:
         if (lh // 24 + 3) % 7 >= 5:  # 1970-01-01 was a Thursday: Monday=0 ... Saturday=5
             r *= self.weekend
         if self.ramp_ms:
-            age = hi * HOUR_MS - self.created_ms
+            origin = self.created_ms if self.ramp_origin is None else self.ramp_origin
+            age = hi * HOUR_MS - origin
             if age < self.ramp_ms:
                 r *= self.ramp0 + (1.0 - self.ramp0) * max(age, 0.0) / self.ramp_ms
         hf = self.hour_factors
@@ -192,14 +198,18 @@ class Account:
         self.t = self.next_time(self.active_from, e)
 
     def label(self) -> dict[str, Any]:
-        """The ground-truth label line of this account (COMMON.md labels format)."""
-        return {
+        """The ground-truth label line of this account (COMMON.md labels format, plus the
+        builder's ``extra`` fields, e.g. a sweep campaign's ``dims``)."""
+        out = {
             "account_id": self.account_id,
             "org_id": self.org_id,
             "label": "attack" if self.campaign is not None else "benign",
             "group": self.group,
             "campaign": self.campaign,
         }
+        if self.extra:
+            out.update(self.extra)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

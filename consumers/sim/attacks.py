@@ -273,4 +273,7 @@ def build_attacks(world: World, sc: Scenario) -> list[Account]:
         out += build_hydra_evasive(world, sc, size, i)
     for i, size in enumerate(sc.hydra_stealth, 1):
         out += build_hydra_stealth(world, sc, size, i)
+    from consumers.sim.sweep import build_sweep  # sweep builds on this module's helpers
+
+    out += build_sweep(world, sc)
     return out

@@ -117,7 +117,7 @@ class Simulation:
                 raise RuntimeError("another events() stream of this Simulation was started")
 
             prof = a.profile
-            if a.p_alt and random_() < a.p_alt:
+            if a.p_alt and ts < a.alt_until and random_() < a.p_alt:
                 prof = a.alt_profile
             # --- prompt: a (noisy) use of a template, or a fresh prompt ---
             if prof.p_template and random_() < prof.p_template:

@@ -4,13 +4,16 @@
 ``eval_company`` (identical benchmark prompts on a few accounts, bursts after the release),
 ``ci_agent`` (24/7, thousands a day, its own templates), ``reseller`` (very high volume, many
 client /24s, diverse prompts), ``researcher`` (reasoning with high elicitation, campus /24s
-shared with strangers), ``new_signup`` (fresh accounts created during the scenario).
+shared with strangers), ``new_signup`` (fresh accounts created during the scenario), and the
+look-alikes of the ``sweep`` scenario: ``cohort`` (a cohort without an organisation) and
+``agent_fleet`` (coding-agent fleets of one org or one developer).
 
 :func:`build_benign` returns the accounts (not yet started); all draws come from ``world.rng``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from consumers.sim.accounts import (
@@ -357,6 +360,97 @@ def build_new_signup(world: World, sc: Scenario, n: int) -> list[Account]:
     return out
 
 
+def _session_bursts(sc: Scenario, local_hour: int, tz_min: int, hours: int, rate_h: float
+                    ) -> tuple[tuple[int, int, float], ...]:
+    """Daily sessions at the same local hours (absolute UTC hours since the epoch)."""
+    first_day = sc.start_ms // DAY_MS
+    out = []
+    for day in range(first_day - 1, -(-sc.end_ms // DAY_MS) + 1):
+        h0 = day * 24 + local_hour - tz_min // 60
+        out.append((h0, h0 + hours, rate_h))
+    return tuple(out)
+
+
+def build_cohort(world: World, sc: Scenario, n_cohorts: int) -> list[Account]:
+    """Cohorts without an organisation (a course, workshop, hackathon, a company's people on
+    personal accounts): accounts created together, one venue network (a few /24s), one client
+    string, a handful of shared starter prompts used early, then their own diverse prompts;
+    a human daily rhythm with sessions at the same hours; own card or none, no org."""
+    beh = sc.cohort
+    rng = world.rng
+    starter_beh = dataclasses.replace(beh, p_template=1.0)
+    out: list[Account] = []
+    for _ in range(n_cohorts):
+        if rng.random() < beh.p_fresh:
+            signup = sc.start_ms + int(rng.uniform(-2.0, 0.5) * DAY_MS)
+        else:
+            signup = sc.start_ms - int(rng.uniform(3.0, beh.created_ago_days[1]) * DAY_MS)
+        if rng.random() < 0.5:  # a course on a campus
+            uni = rng.choice(sorted(EDU_ASNS))
+            country = EDU_ASNS[uni]
+            venue = [world.campus(uni) for _ in range(rng.randint(*beh.venue_prefixes))]
+        else:  # a workshop, hackathon or office
+            country = world.country()
+            venue = [world.business(country) for _ in range(rng.randint(*beh.venue_prefixes))]
+        tz = world.tz_minutes(country)
+        uas = ua_tuple(world, beh.uas, 1)
+        starters = world.templates(rng.randint(*beh.starters), beh.categories, beh.elic_cats,
+                                   beh.elic_p, beh.elic_range, beh.tool_p)
+        switch = _honest_switch(world, sc, beh)
+        starter_profile = make_profile(world, starter_beh, switch, templates=starters)
+        bursts = _session_bursts(sc, rng.randint(9, 17), tz, rng.randint(*beh.session_h),
+                                 rng.uniform(*beh.session_rate_h))
+        for _ in range(rng.randint(*beh.size)):
+            created = signup + rng.randrange(int(beh.signup_h * HOUR_MS))
+            a = base_account(world, sc, beh, "cohort", created_ms=created)
+            a.active_from = max(float(sc.start_ms), created + rng.uniform(5, 90) * 60_000.0)
+            a.tz_min = tz
+            a.ips = [rng.choice(venue), world.residential(country)]
+            a.p_ip_primary = beh.p_venue
+            a.uas = uas
+            a.bursts = bursts
+            a.profile = make_profile(world, beh, switch)
+            a.alt_profile = starter_profile
+            a.p_alt = beh.p_starter
+            a.alt_until = created + rng.uniform(*beh.starter_h) * HOUR_MS
+            out.append(a)
+    return out
+
+
+def build_agent_fleet(world: World, sc: Scenario, n_fleets: int) -> list[Account]:
+    """Coding-agent fleets: many accounts of one org, or the org-less automation of one
+    developer; one card, the same cloud /24s and client, a shared own template library,
+    24/7 with tools. Old accounts."""
+    beh = sc.agent_fleet
+    rng = world.rng
+    out: list[Account] = []
+    for _ in range(n_fleets):
+        orgless = rng.random() < beh.p_orgless
+        org_id = None if orgless else world.new_id("org", 48)
+        card = world.new_id("pf")
+        country = world.country()
+        tz = world.tz_minutes(country)
+        infra = [world.cloud(country) for _ in range(rng.randint(*beh.fleet_prefixes))]
+        lib = world.templates(rng.randint(*beh.n_templates), beh.categories, beh.elic_cats,
+                              beh.elic_p, beh.elic_range, beh.tool_p)
+        uas = ua_tuple(world, beh.uas, 1)
+        switch = _honest_switch(world, sc, beh)
+        age = log_uniform(rng, *beh.age_days)
+        for _ in range(rng.randint(*(beh.orgless_size if orgless else beh.org_size))):
+            created = sc.start_ms - int(age * DAY_MS) + rng.randrange(int(age * DAY_MS * 0.8))
+            a = base_account(world, sc, beh, "agent_fleet", created_ms=created)
+            a.org_id = org_id
+            a.payment_fp = card
+            a.tz_min = tz
+            a.ips = infra
+            a.p_ip_primary = 0.0 if len(infra) > 1 else 1.0
+            a.uas = uas
+            a.api_keys = tuple(world.new_id("key", 48) for _ in range(rng.randint(1, 3)))
+            a.profile = make_profile(world, beh, switch, templates=lib)
+            out.append(a)
+    return out
+
+
 def benign_counts(sc: Scenario) -> dict[str, int]:
     """Accounts per share-based persona (largest-remainder rounding of ``n_benign``)."""
     shares = sc.benign_shares
@@ -381,4 +475,6 @@ def build_benign(world: World, sc: Scenario) -> list[Account]:
     out += build_ci_agent(world, sc, c.get("ci_agent", 0))
     out += build_eval_company(world, sc, sc.eval_orgs)
     out += build_reseller(world, sc, sc.reseller_orgs)
+    out += build_cohort(world, sc, sc.cohorts)
+    out += build_agent_fleet(world, sc, sc.agent_fleets)
     return out

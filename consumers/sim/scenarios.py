@@ -8,7 +8,8 @@ own median; the diurnal profile redistributes them over the local hours.
 
 Named scenarios: ``smoke`` (tests), ``day`` (the demo), ``week``, ``seed-scale`` (the public
 report's numbers: 25,000 attack accounts, 44 days, ~26 requests/account/day, among 250,000 benign
-accounts). ``Scenario.scaled(x)`` multiplies account counts, ``with_days`` / ``with_start``
+accounts), ``sweep`` (the adversary space: campaigns drawn from :class:`SweepSpace`, plus the
+honest look-alikes ``cohort`` and ``agent_fleet``). ``Scenario.scaled(x)`` multiplies account counts, ``with_days`` / ``with_start``
 override the span.
 """
 
@@ -188,6 +189,59 @@ class BlendedBehaviour(Behaviour):
     honest_switch_delay_h: tuple[float, float] = (6.0, 36.0)
 
 
+@dataclass(frozen=True)
+class CohortBehaviour(Behaviour):
+    """A cohort without an organisation (course, workshop, hackathon, personal accounts of a
+    company's people): created together, one network, one client, shared starter prompts."""
+
+    size: tuple[int, int] = (10, 80)  # accounts per cohort (uniform)
+    created_ago_days: tuple[float, float] = (0.0, 120.0)  # cohort sign-up day before the start
+    p_fresh: float = 0.5  # share of cohorts signing up just before / during the scenario
+    signup_h: float = 4.0  # the accounts of a cohort are created within this many hours
+    venue_prefixes: tuple[int, int] = (1, 3)  # /24s of the venue (campus, office, event)
+    p_venue: float = 0.65  # share of a member's requests from the venue (else home)
+    starters: tuple[int, int] = (3, 8)  # shared starter/assignment prompts (templates)
+    p_starter: float = 0.45  # share of a member's early requests that are starters
+    starter_h: tuple[float, float] = (6.0, 30.0)  # "early": the first hours after sign-up
+    session_h: tuple[int, int] = (2, 3)  # daily session length (the same local hours for all)
+    session_rate_h: tuple[float, float] = (1.5, 5.0)  # extra requests/hour during a session
+
+
+@dataclass(frozen=True)
+class AgentFleetBehaviour(Behaviour):
+    """Coding-agent fleets: many accounts of one org, or the org-less automation of one
+    developer (one card, one cloud, shared own templates); 24/7, tools."""
+
+    org_size: tuple[int, int] = (8, 30)
+    orgless_size: tuple[int, int] = (2, 6)
+    p_orgless: float = 0.5
+    fleet_prefixes: tuple[int, int] = (1, 3)  # cloud /24s of the fleet
+
+
+@dataclass(frozen=True)
+class SweepSpace:
+    """The ranges every sweep campaign's evasion dimensions are drawn from (see
+    :mod:`consumers.sim.sweep`)."""
+
+    size: tuple[int, int] = (10, 200)  # log-uniform accounts per campaign ...
+    big_size: tuple[int, int] = (200, 800)  # ... except 1-2 big campaigns per seed
+    p_second_big: float = 0.4
+    p_heavy: float = 0.5  # chance of one heavy-scraper-style campaign per seed (1-5 accounts)
+    heavy_size: tuple[int, int] = (1, 5)
+    heavy_rate: tuple[float, float] = (1000.0, 5000.0)  # requests/day/account
+    fresh_days: float = 7.0  # fresh: created up to this long before the start (or during)
+    aged_days: tuple[float, float] = (14.0, 1095.0)  # log-uniform age of bought accounts
+    max_paraphrase: int = 16  # campaign max d up to this; each use flips d-4..d bits
+    rate: tuple[float, float] = (5.0, 60.0)  # log-uniform requests/day/account at plateau
+    p_no_blend: float = 0.4  # share of campaigns with no honest traffic blended in
+    blend: tuple[float, float] = (0.0, 0.7)  # honest share otherwise (uniform)
+    concentration: tuple[float, float] = (0.5, 0.97)  # share of the focus categories
+    ramp_days: tuple[float, float] = (3.0, 14.0)  # slow ramp from ~5/day to the plateau
+    p_model_hop: float = 0.25  # a new batch behind new infrastructure at the release
+    hop_library_share: tuple[float, float] = (0.3, 0.7)  # share of the old library reused
+    slots_per_day: tuple[int, int] = (3, 8)  # shared schedule: active hours per day
+
+
 # ---------------------------------------------------------------------------------------------
 # Default behaviours
 # ---------------------------------------------------------------------------------------------
@@ -357,6 +411,31 @@ BLENDED = BlendedBehaviour(
     new_share=0.35, p_mini=0.3, p429=0.006,
 )
 
+COHORT = CohortBehaviour(
+    rate_median=6.0, rate_sigma=0.7, rate_min=1.0, rate_max=40.0,
+    diurnal="researcher", weekend=0.5,
+    tiers={"free": 0.7, "build": 0.3}, p_card=0.4,
+    categories={"coding": 0.35, "reasoning": 0.2, "math": 0.1, "analysis": 0.15,
+                "writing": 0.1, "chat": 0.1}, cat_jitter=0.5,
+    p_template=0.05, n_templates=(1, 4), noise_bits=(0, 2),
+    elic_cats=frozenset({"reasoning", "math", "coding"}), elic_p=0.35, elic_range=(0.3, 0.8),
+    tool_p=0.08, turns_mean=3.0, uas="research", n_uas=1, p_ua_primary=1.0,
+    adopt_early=0.2, adopt_never=0.3, adopt_median_days=2.0, p_mini=0.2,
+)
+
+AGENT_FLEET = AgentFleetBehaviour(
+    rate_median=250.0, rate_sigma=0.6, rate_min=60.0, rate_max=1200.0,
+    diurnal="flat", weekend=0.9, age_days=(90.0, 1200.0),
+    tiers={"build": 0.5, "scale": 0.5},
+    categories=CI_AGENT.categories, cat_jitter=0.2,
+    p_template=0.75, n_templates=(10, 40), template_skew=2.0,
+    elic_cats=frozenset({"coding"}), elic_p=0.05,
+    tool_p=0.9, turns_mean=6.0, uas="ci", p_ua_primary=1.0,
+    adopt_early=0.1, adopt_never=0.4, adopt_median_days=5.0, p_mini=0.15, p429=0.01,
+)
+
+SWEEP_SPACE = SweepSpace()
+
 _BENIGN_SHARES = {
     "casual": 0.50, "developer": 0.25, "enterprise": 0.12, "researcher": 0.06,
     "new_signup": 0.06, "ci_agent": 0.01,
@@ -399,6 +478,16 @@ class Scenario:
     evasive_behaviour: EvasiveBehaviour = HYDRA_EVASIVE
     stealth_behaviour: EvasiveBehaviour = HYDRA_STEALTH
     blended_behaviour: BlendedBehaviour = BLENDED
+    # the adversary space (scenario "sweep"): campaigns per seed drawn from ``sweep`` (a range,
+    # inclusive; (0, 0) = none), their sizes multiplied by ``sweep_size_mult``
+    sweep_campaigns: tuple[int, int] = (0, 0)
+    sweep_size_mult: float = 1.0
+    sweep: SweepSpace = SWEEP_SPACE
+    # honest look-alikes: cohorts without an organisation, coding-agent fleets (counts)
+    cohorts: int = 0
+    agent_fleets: int = 0
+    cohort: CohortBehaviour = COHORT
+    agent_fleet: AgentFleetBehaviour = AGENT_FLEET
 
     @property
     def end_ms(self) -> int:
@@ -429,6 +518,9 @@ class Scenario:
             cot_harvest=tuple(s(n) for n in self.cot_harvest),
             blended=s(self.blended),
             heavy_scraper=s(self.heavy_scraper),
+            sweep_size_mult=self.sweep_size_mult * x,
+            cohorts=s(self.cohorts),
+            agent_fleets=s(self.agent_fleets),
         )
 
     def with_days(self, days: float) -> Scenario:
@@ -442,7 +534,7 @@ class Scenario:
     def n_attack(self) -> int:
         """Attack accounts in the scenario."""
         return (sum(self.hydra) + sum(self.hydra_evasive) + sum(self.hydra_stealth) + sum(self.cot_harvest)
-                + self.blended + self.heavy_scraper)
+                + self.blended + self.heavy_scraper)  # sweep campaigns are drawn: not counted
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -469,6 +561,14 @@ SCENARIOS: dict[str, Scenario] = {
         name="seed-scale", days=44.0, n_benign=250_000, eval_orgs=8, reseller_orgs=20,
         hydra=(12_000, 6_000, 3_000), hydra_evasive=(2_000,), hydra_stealth=(1_265,), cot_harvest=(400, 320),
         blended=10, heavy_scraper=5,
+    ),
+    # the adversary space: 10-20 campaigns drawn from SWEEP_SPACE per seed, ~2.5 days, ~4,000
+    # benign accounts of the standard personas plus cohorts without an org and agent fleets
+    "sweep": Scenario(
+        name="sweep", days=2.5, n_benign=4000, eval_orgs=2, reseller_orgs=1,
+        hydra=(), hydra_evasive=(), hydra_stealth=(), cot_harvest=(), blended=0, heavy_scraper=0,
+        enterprise=dataclasses.replace(ENTERPRISE, org_size=(40, 150)),
+        sweep_campaigns=(10, 20), cohorts=5, agent_fleets=5,
     ),
 }
 

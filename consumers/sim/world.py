@@ -208,6 +208,8 @@ UA_MIXES: dict[str, dict[str, float]] = {
                UA_SDK_PY_OLD: 0.1, "node-fetch/3.3.2": 0.1, "Go-http-client/1.1": 0.05},
     #: evasive campaigns copy the most popular honest clients
     "mimic": {UA_SDK_PY: 0.5, UA_CHROME: 0.2, UA_SDK_NODE: 0.2, UA_HTTPX: 0.1},
+    #: the official SDKs most honest developers use (sweep campaigns that copy one)
+    "popular_sdk": {UA_SDK_PY: 0.7, UA_SDK_NODE: 0.3},
 }
 
 # ---------------------------------------------------------------------------------------------
