@@ -58,6 +58,10 @@ def consumer_config(kafka: KafkaSettings, opts: SubscriberOptions) -> dict[str, 
     return conf
 
 
+def _tp(m: Message) -> tuple[str, int]:
+    return str(m.topic()), int(m.partition() or 0)
+
+
 class Subscriber:
     def __init__(self, kafka: KafkaSettings, store: Store, opts: SubscriberOptions):
         self.kafka, self.store, self.opts = kafka, store, opts
@@ -114,9 +118,9 @@ class Subscriber:
                     err = m.error()
                     if err is None:
                         batch.append(m)
-                        self._at_end.discard((m.topic(), m.partition()))
+                        self._at_end.discard(_tp(m))
                     elif err.code() == KafkaError._PARTITION_EOF:
-                        self._at_end.add((m.topic(), m.partition()))
+                        self._at_end.add(_tp(m))
                     elif err.fatal() or err.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED,
                                                        KafkaError.GROUP_AUTHORIZATION_FAILED,
                                                        KafkaError.UNKNOWN_TOPIC_OR_PART):
@@ -152,7 +156,7 @@ class Subscriber:
                 log.warning("malformed_flag", why=r.why)
         ends: dict[tuple[str, int], int] = {}
         for m in batch:
-            ends[(m.topic(), m.partition())] = m.offset() + 1
+            ends[_tp(m)] = int(m.offset() or 0) + 1
         # only now: the DB transaction is durable, so the offsets may move past these records
         consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
                         asynchronous=False)
