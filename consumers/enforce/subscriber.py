@@ -158,6 +158,15 @@ class Subscriber:
         for m in batch:
             ends[_tp(m)] = int(m.offset() or 0) + 1
         # only now: the DB transaction is durable, so the offsets may move past these records
-        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
-                        asynchronous=False)
+        try:
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
+                            asynchronous=False)
+        except KafkaException as e:
+            # e.g. the partitions were just revoked (rebalance): harmless — whoever reads them next
+            # gets these records again and the store skips them by flag_id
+            err = e.args[0] if e.args else None
+            if isinstance(err, KafkaError) and err.fatal():
+                raise
+            self.counters["offset_commit_failed"] += 1
+            log.warning("offset_commit_failed", error=str(e))
         self.counters["records"] += len(batch)
