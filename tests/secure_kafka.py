@@ -109,6 +109,8 @@ class SecureBroker:
             p.commit_transaction(30)
         left = p.flush(30)
         if left or errors:
+            p.purge()
+            p.flush(0)
             raise KafkaException(errors[0] if errors else f"{left} messages not delivered")
 
     def consume_all(self, role: str, topic: str, group: str, timeout: float = 30.0) -> list[bytes]:

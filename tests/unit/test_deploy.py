@@ -42,7 +42,7 @@ CRD_SCHEMAS = {
 
 def _docs() -> list[tuple[str, dict[str, Any]]]:
     kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    files = list(kust["resources"]) + ["secret.example.yaml"]
+    files = list(kust["resources"]) + ["secret.example.yaml", "enforce.example.yaml"]
     out = []
     for f in files:
         for d in yaml.safe_load_all((K8S / f).read_text()):
@@ -55,7 +55,7 @@ DOCS = _docs()
 
 
 def _by_kind(kind: str) -> dict[str, Any]:
-    [d] = [d for _f, d in DOCS if d["kind"] == kind]
+    [d] = [d for f, d in DOCS if d["kind"] == kind and f != "enforce.example.yaml"]
     return d
 
 
