@@ -20,7 +20,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 BROKER := deploy/kafka/broker.sh
 PYTEST_ARGS ?=
-DOCTEST_PATHS ?= consumers/contract consumers/core
+DOCTEST_PATHS ?= consumers/contract consumers/core consumers/enforce
 CHROMIUM := /usr/bin/chromium
 
 .PHONY: help setup broker-start broker-stop broker-status broker-logs demo test test-unit \

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-sweep": ("consumers.evaluate.sweep", "simulate + replay + evaluate the adversary space, per dimension"),
     "diff": ("consumers.diff", "compare the flags of two runs (shadow comparison)"),
     "schemas": ("consumers.contract.schemas", "write or check the JSON Schemas in schemas/"),
+    "enforce": ("consumers.enforce.cli", "reference enforcement subscriber: flags -> SQLite/PostgreSQL store"),
+    "inspect": ("consumers.enforce.inspect_cli", "an account's or campaign's flag history from the store"),
 }
 
 
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import gc
 
+    from confluent_kafka import KafkaException
+
     from consumers import logs
 
     # The detector keeps a large, long-lived heap of small state objects; the default thresholds
@@ -51,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except KafkaException as e:  # unreachable broker, refused credentials...: one clear line
+        print(f"distillwatch {args.command}: Kafka error: {e.args[0] if e.args else e} (check "
+              "DISTILLWATCH_BOOTSTRAP_SERVERS, DISTILLWATCH_SECURITY_PROTOCOL and the credentials)",
+              file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # e.g. `distillwatch replay ... | head`
         sys.stderr.close()

@@ -12,7 +12,8 @@ Two implementations of one rule set:
   same inputs.
 
 Rules (CONTRACT.md): strict on required fields, types and ranges; unknown extra fields are
-ignored; unknown ``account_tier`` values are kept; unknown ``task_category`` values become
+ignored (but a message larger than :data:`MAX_EVENT_BYTES` is rejected before it is parsed: a
+valid event is well under 2 KiB, and a huge one must not cost the hot path its parse); unknown ``account_tier`` values are kept; unknown ``task_category`` values become
 ``"other"``. Booleans are not integers and integers are not strings (no coercion), but an integer
 is accepted where a float is expected, as JSON does not distinguish ``1`` from ``1.0``.
 """
@@ -35,6 +36,11 @@ _COUNTRY_RE = re.compile(r"[A-Za-z]{2}\Z")
 
 #: Largest accepted integer (JSON readers in other languages lose precision beyond 2**63).
 MAX_INT = 2**63 - 1
+
+#: Largest accepted message (bytes of the Kafka value). A RequestEvent v1 is a few hundred bytes
+#: (the longest bounded field, ``user_agent``, is 512 characters); anything beyond this is
+#: rejected as ``too large`` before it is decoded.
+MAX_EVENT_BYTES = 64 * 1024
 
 
 class InvalidEvent(ValueError):
@@ -180,9 +186,29 @@ def parse_event(raw: bytes | str) -> dict[str, Any]:
     Traceback (most recent call last):
     ...
     consumers.contract.events.InvalidEvent: event_id: required field missing
+
+    Each kind of bad input has its own reason (the DLQ's ``dlq.error``): ``too large: ...``,
+    ``not UTF-8: ...``, ``not JSON: ...``, ``not a JSON object``, ``schema_version: must be 1``,
+    ``<field>: required field missing``, ``<field>: must be ...``.
+
+    >>> parse_event(b'{"schema_version":1, "x": "' + bytes([0xff]) + b'"}')
+    Traceback (most recent call last):
+    ...
+    consumers.contract.events.InvalidEvent: not UTF-8: invalid byte 0xff at offset 27
     """
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"too large: {len(raw)} bytes (limit {MAX_EVENT_BYTES})")
     try:
         ev = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
+        if isinstance(raw, bytes | bytearray | memoryview):
+            try:
+                bytes(raw).decode("utf-8")
+            except UnicodeDecodeError as u:
+                if u.reason == "unexpected end of data":
+                    # a truncated message cut inside a character: truncated JSON above all
+                    raise InvalidEvent(f"not JSON: {str(e)[:120]}") from None
+                bad = bytes(raw)[u.start]
+                raise InvalidEvent(f"not UTF-8: invalid byte 0x{bad:02x} at offset {u.start}") from None
         raise InvalidEvent(f"not JSON: {str(e)[:120]}") from None
     return validate_event(ev)

@@ -10,6 +10,7 @@
 #   broker.sh status    exit 0 when a broker is answering on the port
 #   broker.sh restart   stop + start (the data directory is kept)
 #   broker.sh logs [N]  tail the broker log (N lines, default 100)
+#   broker.sh <command> --secure   the same for the SECURED broker (or KAFKA_SECURE=1), see below
 #
 # Environment (all optional):
 #   DISTILLWATCH_CACHE     cache root                    (default ~/.cache/distillwatch)
@@ -23,7 +24,41 @@
 #   DISTILLWATCH_PYTHON    python with confluent-kafka used for the readiness probe
 #                          (default: the repo's .venv/bin/python if present, else python3;
 #                          falls back to Kafka's own BrokerApiVersionsCommand)
+#   KAFKA_RUN_DIR          run files (properties, pid, logs) (default $DISTILLWATCH_CACHE/kafka-run-<port>)
+#
+# Secured broker (--secure or KAFKA_SECURE=1): a second broker that runs beside the plain one,
+# client listener SASL_SSL on 127.0.0.1:9094 (SCRAM-SHA-512 over TLS), controller listener SSL
+# with mutual TLS on 127.0.0.1:9095, data in kafka-data-secure-<port>, run files in
+# kafka-run-secure-<port>. At format time it generates, in <run dir>/secrets/ (mode 700):
+#   ca.pem                 a local CA (the PEM file librdkafka clients use as ssl.ca.location)
+#   broker.p12             the broker's key + certificate (SAN 127.0.0.1, localhost, $KAFKA_HOST)
+#   credentials.env        random passwords of the SCRAM users (admin, detector, subscriber),
+#                          created with `kafka-storage format --add-scram`; never printed
+#   admin.properties       client config of the admin user for Kafka's own tools
+# and once the broker is ready it sets StandardAuthorizer ACLs (deny by default):
+#   admin (super user)     everything (also the broker's own TLS identity on the controller)
+#   detector               Read+Describe the requests topic; Write+Describe+Create the flags and
+#                          DLQ topics; Read+Write+Create+Describe the internal topics (prefix);
+#                          Read+Describe its consumer groups (prefix = its group id, which also
+#                          covers the per-stage groups and the changelog restore groups);
+#                          Write+Describe its transactional ids (same prefix)
+#   subscriber             Read+Describe the flags topic; Read+Describe its group (prefix)
+# Variables (secure mode): KAFKA_SECURE_ADMIN_USER (admin), KAFKA_SECURE_DETECTOR_USER
+# (distillwatch-detector), KAFKA_SECURE_SUBSCRIBER_USER (distillwatch-enforce),
+# KAFKA_ACL_REQUESTS_TOPIC (llm.requests), KAFKA_ACL_FLAGS_TOPIC (distillation.flags),
+# KAFKA_ACL_DLQ_TOPIC (llm.requests.dlq), KAFKA_ACL_INTERNAL_PREFIX (distillwatch.),
+# KAFKA_ACL_DETECTOR_GROUP (distillwatch-detector: groups + transactional ids prefix),
+# KAFKA_ACL_SUBSCRIBER_GROUP (distillwatch-enforce).
 set -euo pipefail
+
+# `--secure` anywhere on the command line selects the secured broker.
+_args=()
+for _a in "$@"; do
+  if [[ "$_a" == "--secure" ]]; then KAFKA_SECURE=1; else _args+=("$_a"); fi
+done
+set -- "${_args[@]+"${_args[@]}"}"
+SECURE="${KAFKA_SECURE:-0}"
+[[ "$SECURE" == "1" || "$SECURE" == "true" ]] && SECURE=1 || SECURE=0
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SCRIPT_DIR/../.." && pwd)"
@@ -37,10 +72,23 @@ LIBS="$KAFKA_HOME/libs"
 FETCH_MARKER="$KAFKA_HOME/.fetched"
 
 HOST="${KAFKA_HOST:-127.0.0.1}"
-PORT="${KAFKA_PORT:-9092}"
-CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
-DATA_DIR="${KAFKA_DATA_DIR:-$CACHE_ROOT/kafka-data-$PORT}"
-RUN_DIR="$CACHE_ROOT/kafka-run-$PORT"
+if ((SECURE)); then
+  PORT="${KAFKA_PORT:-9094}"
+  CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9095}"
+  DATA_DIR="${KAFKA_DATA_DIR:-$CACHE_ROOT/kafka-data-secure-$PORT}"
+  RUN_DIR="${KAFKA_RUN_DIR:-$CACHE_ROOT/kafka-run-secure-$PORT}"
+else
+  PORT="${KAFKA_PORT:-9092}"
+  CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+  DATA_DIR="${KAFKA_DATA_DIR:-$CACHE_ROOT/kafka-data-$PORT}"
+  RUN_DIR="${KAFKA_RUN_DIR:-$CACHE_ROOT/kafka-run-$PORT}"
+fi
+SECRETS_DIR="$RUN_DIR/secrets"
+CREDENTIALS="$SECRETS_DIR/credentials.env"
+ADMIN_USER="${KAFKA_SECURE_ADMIN_USER:-admin}"
+DETECTOR_USER="${KAFKA_SECURE_DETECTOR_USER:-distillwatch-detector}"
+SUBSCRIBER_USER="${KAFKA_SECURE_SUBSCRIBER_USER:-distillwatch-enforce}"
+BROKER_DN="CN=distillwatch-local-broker"
 PID_FILE="$RUN_DIR/kafka.pid"
 SERVER_PROPERTIES="$RUN_DIR/server.properties"
 SERVER_LOG="$RUN_DIR/server.log"
@@ -83,6 +131,32 @@ probe() {
   local timeout="${1:-5}"
   port_open "$PORT" || return 1
   local py
+  if ((SECURE)); then
+    # the secured broker answers only authenticated clients: probe as the admin user
+    [[ -f "$CREDENTIALS" ]] || return 1
+    py="$(pick_python)" || return 1
+    (
+      # shellcheck disable=SC1090
+      source "$CREDENTIALS"
+      DW_PROBE_USER="$KAFKA_ADMIN_USER" DW_PROBE_PASSWORD="$KAFKA_ADMIN_PASSWORD" \
+        DW_PROBE_CA="$SECRETS_DIR/ca.pem" "$py" - "$BOOTSTRAP" "$timeout" >/dev/null 2>&1 <<'PY'
+import os, sys
+from confluent_kafka.admin import AdminClient
+try:
+    admin = AdminClient({"bootstrap.servers": sys.argv[1], "log_level": 0,
+                         "socket.connection.setup.timeout.ms": 2000,
+                         "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                         "sasl.username": os.environ["DW_PROBE_USER"],
+                         "sasl.password": os.environ["DW_PROBE_PASSWORD"],
+                         "ssl.ca.location": os.environ["DW_PROBE_CA"]})
+    md = admin.list_topics(timeout=float(sys.argv[2]))
+    sys.exit(0 if md.brokers else 1)
+except Exception:
+    sys.exit(1)
+PY
+    )
+    return $?
+  fi
   if py="$(pick_python)"; then
     "$py" - "$BOOTSTRAP" "$timeout" >/dev/null 2>&1 <<'PY'
 import sys
@@ -215,6 +289,171 @@ num.recovery.threads.per.data.dir=1
 EOF
 }
 
+# --- secured broker: certificates, SCRAM users, ACLs ------------------------------------------
+
+gen_secrets() { # a local CA, the broker's PKCS#12 keystore, random SCRAM passwords (never printed)
+  command -v openssl >/dev/null 2>&1 || { err "openssl is not installed"; exit 1; }
+  rm -rf "$SECRETS_DIR"
+  mkdir -p "$SECRETS_DIR"
+  chmod 700 "$SECRETS_DIR"
+  local d="$SECRETS_DIR"
+  (
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=distillwatch-local-ca" \
+      -keyout "$d/ca.key" -out "$d/ca.pem" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/${BROKER_DN}" \
+      -keyout "$d/broker.key" -out "$d/broker.csr" >/dev/null 2>&1
+    san="subjectAltName=IP:127.0.0.1,DNS:localhost"
+    if [[ "$HOST" =~ ^[0-9.]+$ ]]; then
+      [[ "$HOST" != 127.0.0.1 ]] && san="$san,IP:$HOST"
+    elif [[ "$HOST" != localhost ]]; then
+      san="$san,DNS:$HOST"
+    fi
+    printf '%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" >"$d/broker.ext"
+    openssl x509 -req -in "$d/broker.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 825 -sha256 -extfile "$d/broker.ext" -out "$d/broker.pem" >/dev/null 2>&1
+    store_pw="$(openssl rand -hex 24)"
+    openssl pkcs12 -export -name broker -inkey "$d/broker.key" -in "$d/broker.pem" \
+      -certfile "$d/ca.pem" -passout "pass:$store_pw" -out "$d/broker.p12" >/dev/null 2>&1
+    rm -f "$d/broker.csr" "$d/broker.ext" "$d/ca.srl" "$d/broker.key" "$d/ca.key"
+    {
+      echo "# generated by deploy/kafka/broker.sh --secure; secrets: never print or commit"
+      echo "KAFKA_STORE_PASSWORD=$store_pw"
+      echo "KAFKA_ADMIN_USER=$ADMIN_USER"
+      echo "KAFKA_ADMIN_PASSWORD=$(openssl rand -hex 24)"
+      echo "KAFKA_DETECTOR_USER=$DETECTOR_USER"
+      echo "KAFKA_DETECTOR_PASSWORD=$(openssl rand -hex 24)"
+      echo "KAFKA_SUBSCRIBER_USER=$SUBSCRIBER_USER"
+      echo "KAFKA_SUBSCRIBER_PASSWORD=$(openssl rand -hex 24)"
+    } >"$CREDENTIALS"
+  ) || { err "could not generate the TLS material in $SECRETS_DIR"; exit 1; }
+  chmod 644 "$d/ca.pem"
+  log "generated a local CA ($d/ca.pem), the broker keystore and SCRAM credentials ($CREDENTIALS)"
+}
+
+write_secure_server_properties() {
+  mkdir -p "$RUN_DIR" "$DATA_DIR"
+  # shellcheck disable=SC1090
+  source "$CREDENTIALS"
+  local d="$SECRETS_DIR"
+  (
+    umask 077
+    cat >"$SERVER_PROPERTIES" <<EOF
+# Generated by deploy/kafka/broker.sh --secure — single-node KRaft broker+controller, SASL_SSL.
+# Contains the keystore password and the inter-broker SCRAM password: mode 600, never commit.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
+listeners=SASL_SSL://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=SASL_SSL://$HOST:$PORT
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SASL_SSL
+log.dirs=$DATA_DIR
+
+# TLS: one keystore (the broker's key + certificate signed by the local CA), the CA as truststore.
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$d/broker.p12
+ssl.keystore.password=$KAFKA_STORE_PASSWORD
+ssl.truststore.type=PEM
+ssl.truststore.location=$d/ca.pem
+ssl.endpoint.identification.algorithm=https
+# The controller listener takes only clients with a certificate of the local CA (mutual TLS):
+# the broker itself. Its principal is User:$BROKER_DN.
+listener.name.controller.ssl.client.auth=required
+
+# SASL/SCRAM-SHA-512 for clients and between brokers (users created at format time).
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$KAFKA_ADMIN_USER" password="$KAFKA_ADMIN_PASSWORD";
+
+# Authorization: deny unless an ACL allows it.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:$KAFKA_ADMIN_USER;User:$BROKER_DN
+
+# One node: every internal topic has replication factor 1.
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=8
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+
+auto.create.topics.enable=false
+num.partitions=1
+delete.topic.enable=true
+group.initial.rebalance.delay.ms=0
+
+num.network.threads=2
+num.io.threads=4
+background.threads=4
+log.cleaner.threads=1
+num.recovery.threads.per.data.dir=1
+EOF
+    cat >"$d/admin.properties" <<EOF
+# Admin client config for Kafka's own tools (kafka-acls, kafka-topics ...): --command-config
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$KAFKA_ADMIN_USER" password="$KAFKA_ADMIN_PASSWORD";
+ssl.truststore.type=PEM
+ssl.truststore.location=$d/ca.pem
+EOF
+  )
+}
+
+scram_args() { # --add-scram arguments of the format command (from the credentials file)
+  # shellcheck disable=SC1090
+  source "$CREDENTIALS"
+  printf '%s\n' --add-scram "SCRAM-SHA-512=[name=$KAFKA_ADMIN_USER,password=$KAFKA_ADMIN_PASSWORD]"
+  printf '%s\n' --add-scram "SCRAM-SHA-512=[name=$KAFKA_DETECTOR_USER,password=$KAFKA_DETECTOR_PASSWORD]"
+  printf '%s\n' --add-scram "SCRAM-SHA-512=[name=$KAFKA_SUBSCRIBER_USER,password=$KAFKA_SUBSCRIBER_PASSWORD]"
+}
+
+set_acls() { # StandardAuthorizer ACLs of the detector and subscriber users (idempotent)
+  local py n
+  py="$(pick_python)" || { err "the ACLs need a python with confluent-kafka (DISTILLWATCH_PYTHON)"; exit 1; }
+  n="$(
+    # shellcheck disable=SC1090
+    source "$CREDENTIALS"
+    DW_ADMIN_USER="$KAFKA_ADMIN_USER" DW_ADMIN_PASSWORD="$KAFKA_ADMIN_PASSWORD" DW_CA="$SECRETS_DIR/ca.pem" \
+    DW_DETECTOR="$KAFKA_DETECTOR_USER" DW_SUBSCRIBER="$KAFKA_SUBSCRIBER_USER" \
+    DW_REQUESTS="${KAFKA_ACL_REQUESTS_TOPIC:-llm.requests}" DW_FLAGS="${KAFKA_ACL_FLAGS_TOPIC:-distillation.flags}" \
+    DW_DLQ="${KAFKA_ACL_DLQ_TOPIC:-llm.requests.dlq}" DW_INTERNAL="${KAFKA_ACL_INTERNAL_PREFIX:-distillwatch.}" \
+    DW_DGROUP="${KAFKA_ACL_DETECTOR_GROUP:-distillwatch-detector}" \
+    DW_SGROUP="${KAFKA_ACL_SUBSCRIBER_GROUP:-distillwatch-enforce}" \
+      "$py" - "$BOOTSTRAP" <<'PY'
+import os, sys
+from confluent_kafka.admin import (AclBinding, AclOperation as Op, AclPermissionType, AdminClient,
+                                   ResourcePatternType as Pat, ResourceType as Res)
+e = os.environ
+admin = AdminClient({"bootstrap.servers": sys.argv[1], "security.protocol": "SASL_SSL",
+                     "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": e["DW_ADMIN_USER"],
+                     "sasl.password": e["DW_ADMIN_PASSWORD"], "ssl.ca.location": e["DW_CA"]})
+det, sub = "User:" + e["DW_DETECTOR"], "User:" + e["DW_SUBSCRIBER"]
+rules = [
+    (det, Res.TOPIC, e["DW_REQUESTS"], Pat.LITERAL, [Op.READ, Op.DESCRIBE]),
+    (det, Res.TOPIC, e["DW_FLAGS"], Pat.LITERAL, [Op.WRITE, Op.DESCRIBE, Op.CREATE]),
+    (det, Res.TOPIC, e["DW_DLQ"], Pat.LITERAL, [Op.WRITE, Op.DESCRIBE, Op.CREATE]),
+    (det, Res.TOPIC, e["DW_INTERNAL"], Pat.PREFIXED, [Op.READ, Op.WRITE, Op.CREATE, Op.DESCRIBE]),
+    (det, Res.GROUP, e["DW_DGROUP"], Pat.PREFIXED, [Op.READ, Op.DESCRIBE]),
+    (det, Res.TRANSACTIONAL_ID, e["DW_DGROUP"], Pat.PREFIXED, [Op.WRITE, Op.DESCRIBE]),
+    (sub, Res.TOPIC, e["DW_FLAGS"], Pat.LITERAL, [Op.READ, Op.DESCRIBE]),
+    (sub, Res.GROUP, e["DW_SGROUP"], Pat.PREFIXED, [Op.READ, Op.DESCRIBE]),
+]
+bindings = [AclBinding(rt, name, pat, principal, "*", op, AclPermissionType.ALLOW)
+            for principal, rt, name, pat, ops in rules for op in ops]
+for fut in admin.create_acls(bindings, request_timeout=30).values():
+    fut.result()
+print(len(bindings))
+PY
+  )" || { err "could not set the ACLs"; exit 1; }
+  log "ACLs set: $n bindings for $DETECTOR_USER and $SUBSCRIBER_USER"
+}
+
 cmd_start() {
   if pid="$(running_pid)"; then
     if probe 5; then
@@ -236,14 +475,27 @@ cmd_start() {
   command -v java >/dev/null 2>&1 || { err "java (17+) is not installed"; exit 1; }
 
   cmd_fetch
-  write_server_properties
+  local format_extra=()
+  if ((SECURE)); then
+    if [[ ! -f "$DATA_DIR/meta.properties" ]]; then
+      gen_secrets # new data dir: new CA, keystore and SCRAM users
+    elif [[ ! -f "$CREDENTIALS" ]]; then
+      err "$DATA_DIR is formatted but $CREDENTIALS is missing (delete the data dir to start over)"
+      exit 1
+    fi
+    write_secure_server_properties
+    mapfile -t format_extra < <(scram_args)
+  else
+    write_server_properties
+  fi
   log "config: $SERVER_PROPERTIES"
 
   if [[ ! -f "$DATA_DIR/meta.properties" ]]; then
     log "formatting storage in $DATA_DIR (cluster id $CLUSTER_ID)"
     if ! java -Xmx256m -cp "$LIBS/*" -Dlog4j2.configurationFile="$LOG4J2_CONFIG" \
         -Dkafka.logs.dir="$RUN_DIR" kafka.tools.StorageTool format \
-        -t "$CLUSTER_ID" -c "$SERVER_PROPERTIES" --ignore-formatted >"$RUN_DIR/format.log" 2>&1; then
+        -t "$CLUSTER_ID" -c "$SERVER_PROPERTIES" --ignore-formatted \
+        "${format_extra[@]+"${format_extra[@]}"}" >"$RUN_DIR/format.log" 2>&1; then
       err "storage format failed:"
       cat "$RUN_DIR/format.log" >&2
       exit 1
@@ -265,6 +517,10 @@ cmd_start() {
   echo "$pid" >"$PID_FILE"
   log "pid $pid, log $SERVER_LOG"
   wait_ready "$pid"
+  if ((SECURE)); then
+    set_acls
+    log "secured broker: SASL_SSL (SCRAM-SHA-512) on $BOOTSTRAP, CA $SECRETS_DIR/ca.pem, users in $CREDENTIALS"
+  fi
 }
 
 wait_ready() {

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from consumers.contract.events import (
     KNOWN_TIERS,
+    MAX_EVENT_BYTES,
     MAX_INT,
     TASK_CATEGORIES,
     InvalidEvent,
@@ -182,6 +183,8 @@ def mutated_events(draw: st.DrawFn) -> tuple[dict[str, Any], set[str]]:
 
 def model_result(raw: bytes) -> tuple[dict[str, Any] | None, set[str]]:
     """(normalised dict, set()) when the model accepts, else (None, fields it blames)."""
+    if len(raw) > MAX_EVENT_BYTES:  # the size limit is a rule of the message, before any model
+        return None, {"too large"}
     try:
         return RequestEvent.model_validate_json(raw).model_dump(), set()
     except ValidationError as e:

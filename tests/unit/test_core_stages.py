@@ -300,11 +300,12 @@ def test_behaviour_summaries_relayed_unchanged() -> None:
 
 @pytest.mark.parametrize(("value", "field"), [
     (b"not json at all", None),
-    (b"\xff\xfe", None),
+    (b"\xff\xfe", "not UTF-8"),
     (orjson.dumps(valid_event(ts_ms=-5)), "ts_ms"),
     (orjson.dumps(valid_event(country="Germany")), "country"),
-    (orjson.dumps(valid_event(user_agent="u" * 1_000_000)), "user_agent"),
-    (b"x" * 1_000_000, None),
+    (orjson.dumps(valid_event(user_agent="u" * 600)), "user_agent"),
+    (orjson.dumps(valid_event(user_agent="u" * 1_000_000)), "too large"),
+    (b"x" * 1_000_000, "too large"),
 ])
 @pytest.mark.parametrize("key", [b"acct-1", None])
 def test_dlq_record_format(value: bytes, field: str | None, key: bytes | None) -> None:

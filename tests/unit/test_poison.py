@@ -84,7 +84,8 @@ WRONG_TYPES: dict[str, list[Any]] = {
 @st.composite
 def bad_messages(draw: st.DrawFn) -> bytes:
     """A message that is not a valid RequestEvent v1."""
-    kind = draw(st.sampled_from(("malformed", "truncated", "oversized", "wrong", "missing", "array")))
+    kind = draw(st.sampled_from(("malformed", "truncated", "oversized", "wrong", "missing", "array",
+                                 "padded", "non_utf8")))
     if kind == "malformed":
         return draw(st.sampled_from([b"", b"{", b"}", b"not json", b"\xff\xfe\xfd", b"null", b"42",
                                      b'{"a":', b"\x00" * 10]) | st.binary(min_size=1, max_size=40)
@@ -94,6 +95,12 @@ def bad_messages(draw: st.DrawFn) -> bytes:
         return good[: draw(st.integers(1, len(good) - 1))]
     if kind == "array":
         return b"[" + good + b"]"
+    if kind == "non_utf8":  # an invalid UTF-8 byte inside a string value of a good event
+        i = good.index(b'"account_id":"') + len(b'"account_id":"')
+        return good[:i] + draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80"])) + good[i:]
+    if kind == "padded":  # a good event made oversized by an unknown field
+        return good[:-1] + b',"padding":"' + b"p" * draw(st.sampled_from([70_000, 2_000_000])) + b'"}'
+
     ev = orjson.loads(good)
     if kind == "oversized":
         field = draw(st.sampled_from(("user_agent", "event_id", "account_id", "client_ip_prefix")))
