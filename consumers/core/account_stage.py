@@ -104,8 +104,13 @@ def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[l
     rtc_x = _c01((rtc - 0.75) / 0.2)
     switch = st.switch_h >= 0  # reported for analysts, not weighted: honest new users do it too
     score = _c01(0.30 * fresh + 0.15 * cap_x + 0.15 * el_x + 0.15 * rtc_x + 0.35 * vol + 0.15 * anom)
-    extraction = _c01(EXTRACTION_WEIGHTS[0] * cap_x + EXTRACTION_WEIGHTS[1] * el_x
-                      + EXTRACTION_WEIGHTS[2] * rtc_x + EXTRACTION_WEIGHTS[3] * vol)
+    # the extraction profile starts lower than the reasons do: any lean towards the capabilities
+    # worth distilling, a mean elicitation above the honest population's (about 0.05 to 0.1),
+    # round-the-clock activity measured from 16 requests
+    extraction = _c01(EXTRACTION_WEIGHTS[0] * _c01((cap - 0.5) / 0.35)
+                      + EXTRACTION_WEIGHTS[1] * _c01((el - 0.15) / 0.35)
+                      + EXTRACTION_WEIGHTS[2] * (_c01((st.round_the_clock() - 0.75) / 0.2) if st.n >= 16 else 0.0)
+                      + EXTRACTION_WEIGHTS[3] * vol)
     reasons: list[list[Any]] = []
     if fresh >= 0.8:
         reasons.append(["FRESH_ACCOUNT", round(st.age_days_at_first(), 2)])
@@ -141,7 +146,8 @@ class AccountProcessor:
         self._changed: dict[str, None] = {}
         self._tombstones: list[str] = []
         self._model_dirty = False
-        self._tail_of: tuple[str, int, int, int] | None = None   # (account, ts, watermark, n) of _tail
+        self._tail_of: tuple[str, int, int, int, str | None] | None = None  # (account, ts, watermark, n, card) of _tail
+        self._card: str | None = None     # payment fingerprint of the request being processed
         self._tail = b""
         self.counters = {"events": 0, "invalid": 0, "duplicates": 0, "evicted_ttl": 0,
                          "evicted_cap": 0, "fingerprint_cap": 0, "ts_out_of_range": 0}
@@ -171,6 +177,7 @@ class AccountProcessor:
                     self._tick(out)
                 self.next_tick = (ts // cfg.tick_ms + 1) * cfg.tick_ms
             acct = ev["account_id"]
+            self._card = ev["payment_fingerprint"]
             st = accounts.get(acct)
             if st is None:
                 st = AccountState.new(ev["org_id"], ev["account_created_ms"], ts)
@@ -255,21 +262,25 @@ class AccountProcessor:
         # prompts: announce the keys in the consistent sample (the same 1/16 of all keys for every
         # account, so accounts sharing a template meet on its sampled keys at first use), and any
         # key the account itself repeats
+        # (a key's state: the number of the request that first used it, negated once announced;
+        # a key announced on reuse carries that first request's number, so the campaign stage
+        # counts a reused prompt once)
         pk = st.prompt_keys
         reused = False
+        n = st.n
         for k in prompt_keys(ev["prompt_simhash"]):
             s = pk.get(k)
             if s is None:
                 if k[-1] == "0":
-                    pk[k] = 2
+                    pk[k] = -n
                     self._announce(out, st, acct, k, ts, prompt=True)
                 else:
-                    pk[k] = 1
+                    pk[k] = n
             else:
                 reused = True
-                if s == 1:
-                    pk[k] = 2
-                    self._announce(out, st, acct, k, ts, prompt=True)
+                if s > 0:
+                    pk[k] = -s
+                    self._announce(out, st, acct, k, ts, prompt=True, first=s)
         if len(pk) > _MAX_PROMPT_KEYS:
             st.prompt_keys = trim_oldest(pk, _MAX_PROMPT_KEYS)
         if reused:
@@ -293,19 +304,21 @@ class AccountProcessor:
                     st.para = trim_oldest(para, _MAX_PARA_KEYS)
 
     def _announce(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int,
-                  prompt: bool = False) -> None:
+                  prompt: bool = False, first: int | None = None) -> None:
         if not prompt:
             if len(st.fps) >= self.cfg.max_fingerprints_per_account:
                 self.counters["fingerprint_cap"] += 1
                 return
             st.fps[fp] = None
-        # the message is {"k":"fp","f":fp,"a":acct,"o":org,"t":ts,"w":wm,"n":requests}; all but ``f`` is the
+        # the message is {"k":"fp","f":fp,"a":acct,"o":org,"t":ts,"w":wm,"n":request,"c":card}; all but ``f`` is the
         # same for every fingerprint of one request, so that tail is serialised once per request
         w = max(self.watermark, ts)
-        key = (acct, ts, w, st.n)
+        n = st.n if first is None else first
+        key = (acct, ts, w, n, self._card)
         if self._tail_of != key:
             self._tail_of = key
-            self._tail = b"," + orjson.dumps({"a": acct, "o": st.org, "t": ts, "w": w, "n": st.n})[1:]
+            self._tail = b"," + orjson.dumps({"a": acct, "o": st.org, "t": ts, "w": w, "n": n,
+                                              "c": self._card})[1:]
         out.append(Record(topic="observations", key=fp.encode(),
                           value=b'{"k":"fp","f":' + orjson.dumps(fp) + self._tail))
 

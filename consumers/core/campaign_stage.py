@@ -78,6 +78,22 @@ def _steps(n: int, cap: int) -> int:
     return top + top // 2 if n >= top + top // 2 else top
 
 
+def _unit(kind: str, acct: str, org: str | None, card: str | None) -> str:
+    """Who an account is when sharing is counted: its organisation; without one, the customer who
+    pays for it (a developer's fleet of accounts, a household: related on purpose, like an org's);
+    without a card, the account itself. A card shared by several payers is evidence of its own, so
+    for ``pay`` fingerprints an org-less account counts as itself.
+
+    >>> _unit("prompt", "a1", "org-1", "pf1"), _unit("prompt", "a1", None, "pf1"), _unit("pay", "a1", None, "pf1")
+    ('org-1', 'c:pf1', 'a:a1')
+    """
+    if org is not None:
+        return org
+    if card is not None and kind != "pay":
+        return "c:" + card
+    return "a:" + acct
+
+
 def kind_of(fp: str) -> str:
     """The evidence kind of a fingerprint: ``p<i>:`` exact prompt keys are ``prompt``,
     ``q<xyz>:`` paraphrase keys ``para``, the others their prefix (``ip``, ``pay``, ``ua``, ``wave``)."""
@@ -191,11 +207,11 @@ class CampaignProcessor:
                 out.append(Record(topic="verdicts", key=r.key, value=r.value))
                 continue
             self.counters["observations"] += 1
-            self._observe(out, m["f"], m["a"], m["o"], m["t"], w, m.get("n", 0))
+            self._observe(out, m["f"], m["a"], m["o"], m["t"], w, m.get("n", 0), m.get("c"))
         return out
 
     def _observe(self, out: list[Record], fp: str, acct: str, org: str | None, ts: int, w: int,
-                 n: int = 0) -> None:
+                 n: int = 0, card: str | None = None) -> None:
         cfg = self.cfg
         self.tseq += 1
         g = self.groups.get(fp)
@@ -228,7 +244,7 @@ class CampaignProcessor:
             return
         if g.kind == "para":
             a.pa += 1
-        unit = org if org is not None else "a:" + acct
+        unit = _unit(g.kind, acct, org, card)
         if len(g.members) < cfg.max_members_per_fingerprint:
             g.members[acct] = unit
             if g.kind in CONTENT_KINDS:
@@ -467,7 +483,7 @@ class CampaignProcessor:
         # (it adds them up across partitions), the campaign; computed from the counts alone
         para = a.kc.get("para", 0) if self._para_share_ok(a) else 0
         summary = [sorted(k for k in a.kc if k != "para" or para), min(para, self.cfg.campaign_min_templates), cid,
-                   _steps(len(a.sreq), 2 * self.cfg.content_broad_requests),
+                   _steps(len(a.sreq), self.cfg.content_very_broad_requests),
                    min(a.kc.get("ip", 0), self.cfg.proxy_pool_prefixes)]
         if summary == a.sent:
             return

@@ -49,7 +49,7 @@ class DetectorConfig(BaseModel):
 
     # --- campaign stage -------------------------------------------------------------------------
     link_min_units: dict[str, int] = Field(
-        default_factory=lambda: {"prompt": 3, "para": 4, "ip": 4, "pay": 2, "ua": 4, "wave": 8},
+        default_factory=lambda: {"prompt": 2, "para": 4, "ip": 4, "pay": 2, "ua": 4, "wave": 8},
         description="distinct organisations (or org-less accounts) a fingerprint must span to count as shared evidence, per kind",
     )
     hot_units: dict[str, int] = Field(
@@ -70,7 +70,11 @@ class DetectorConfig(BaseModel):
     small_campaign_size: int = Field(20, description="below this size only fresh campaign members are enforced; established ones go to review (teams, households)")
     content_min_requests: int = Field(2, description="requests of the account whose prompt (near-duplicate or paraphrase) unrelated accounts also send: from this many, what it sends is coordinated content")
     content_min_share: float = Field(0.03, description="... and at least this share of its requests (a heavy honest user's chance collisions stay below it)")
-    content_broad_requests: int = Field(12, description="shared-content requests that make a *broad* library: more than a cohort's few shared starter prompts give (each gives at most two: its first use and its first repeat)")
+    content_broad_requests: int = Field(10, description="distinct shared prompts (a reused prompt counts once) that make a *broad* library: more than a cohort's few shared starter or assignment prompts")
+    content_very_broad_requests: int = Field(20, description="distinct shared prompts that enforce a campaign member whatever its profile: far more than any cohort's starter prompts (sweep cohorts share 3-8)")
+    cohort_phase_requests: int = Field(10, description="an account's first requests, in which a cohort's shared starter prompts fall")
+    content_sustained_requests: int = Field(3, description="shared-content requests after the first cohort_phase_requests that show a library drawn on throughout (with content_sustained_share, enforces a campaign member whatever its profile)")
+    content_sustained_share: float = Field(0.2, description="... and the share of the account's requests they must be at least")
     extraction_support: float = Field(0.4, description="extraction profile (capability targeting, reasoning elicitation, round-the-clock, volume; see account_stage.EXTRACTION_WEIGHTS) that, with shared content and shared infrastructure, enforces")
     extraction_broad: float = Field(0.3, description="extraction profile that, with a broad shared library, enforces")
     shared_card_units: int = Field(3, description="a card counts as campaign infrastructure when this many unrelated units (organisations, org-less accounts) pay with it: a household or a developer's second account shares one with one other")

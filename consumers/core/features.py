@@ -79,7 +79,7 @@ class AccountState:
         self.reuse = 0                          # prompts whose SimHash the account used before
         self.models: dict[str, int] = {}        # model -> first use ts (bounded)
         self.recent_ids: dict[str, None] = {}   # dedup window of event ids
-        self.prompt_keys: dict[str, int] = {}   # prompt LSH key -> 1 seen / 2 announced (recent)
+        self.prompt_keys: dict[str, int] = {}   # prompt LSH key -> request that first used it (< 0: announced)
         self.fps: dict[str, None] = {}          # non-prompt fingerprints announced
         self.next_learn = 0                     # ts from which the account may train the model again
         self.sent: list[Any] = []               # last behaviour summary sent downstream

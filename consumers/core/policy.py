@@ -70,7 +70,7 @@ BEH_DETAILS = {
 }
 
 
-def combine(by_source: dict[str, list[Any]]) -> Evidence:
+def combine(by_source: dict[str, list[Any]], first_requests: int = 10) -> Evidence:
     """Merge the latest verdicts of several campaign-stage partitions about one account.
 
     Kinds of shared evidence are united (largest span per kind; paraphrase-key and client-prefix
@@ -108,7 +108,7 @@ def combine(by_source: dict[str, list[Any]]) -> Evidence:
             prefixes += v[5]
     kinds = dict(sorted(kinds.items()))
     return Evidence(kinds, best[1] if best else None, best[0] if best else None, len(shared), n, prefixes,
-                    campaigns)
+                    campaigns, sum(1 for r in shared if r > first_requests))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -118,7 +118,9 @@ class Evidence:
     ``kinds``: kind of shared evidence -> widest span in units (paraphrase keys: how many);
     ``shared_requests``: the account's requests whose prompt is shared with unrelated accounts;
     ``requests``: the account's requests as of the latest verdict; ``shared_prefixes``: client
-    /24s it shares with unrelated accounts (a proxy pool shows as several).
+    /24s it shares with unrelated accounts (a proxy pool shows as several); ``shared_later``: the
+    shared-content requests after its first ``first_requests`` (a cohort shares starter prompts
+    at first and then writes its own; a campaign keeps drawing from its library).
     """
 
     kinds: dict[str, int]
@@ -128,6 +130,7 @@ class Evidence:
     requests: int = 0
     shared_prefixes: int = 0
     campaigns: dict[str, int] | None = None   # every campaign a partition attributes it to -> size
+    shared_later: int = 0                     # shared_requests after the account's first requests
 
 
 def _detail(code: str, v: Any) -> str:
@@ -203,10 +206,13 @@ class PolicyProcessor:
             ec = min(0.3, 0.1 * nk)
         score = 1.0 - (1.0 - ec) * (1.0 - beh)
         d = ev.shared_requests
-        # (verdicts stop reporting growth at 2 * content_broad_requests: saturated is enough)
-        share_ok = d >= cfg.content_min_share * requests or d >= 2 * cfg.content_broad_requests
+        # (verdicts stop reporting growth at content_very_broad_requests: saturated is enough)
+        share_ok = d >= cfg.content_min_share * requests or d >= cfg.content_very_broad_requests
         content = d >= cfg.content_min_requests and share_ok
         broad = content and d >= cfg.content_broad_requests
+        # a library drawn on request after request, well beyond an account's first requests
+        sustained = (content and ev.shared_later >= cfg.content_sustained_requests
+                     and d >= cfg.content_sustained_share * requests)
         infra = kinds.get("pay", 0) >= cfg.shared_card_units or ev.shared_prefixes >= cfg.proxy_pool_prefixes
         if infra and d >= 1 and share_ok:
             content = True  # a card or proxy pool shared with unrelated accounts that also share a prompt
@@ -214,8 +220,8 @@ class PolicyProcessor:
         enforce = max(score, cfg.throttle_score)
         if cid is not None and (size or 0) >= cfg.campaign_min_size:
             if content and ((infra and extraction >= cfg.extraction_support)
-                            or (broad and extraction >= cfg.extraction_broad)
-                            or d >= 2 * cfg.content_broad_requests):
+                            or ((broad or sustained) and extraction >= cfg.extraction_broad)
+                            or d >= cfg.content_very_broad_requests):
                 return ("suspend" if score >= cfg.suspend_score else "throttle"), enforce
             if (content and infra) or ((content or infra) and extraction >= cfg.extraction_support):
                 # coordinated, but short of enforcement: a person looks
@@ -239,7 +245,7 @@ class PolicyProcessor:
 
     def decide(self, acct: str, s: list[Any]) -> bytes | None:
         org, beh, beh_reasons, ws, by_source, _, _, prev, prev_cid, w, _, extraction, n_beh = s
-        ev = combine(by_source)
+        ev = combine(by_source, self.cfg.cohort_phase_requests)
         if prev_cid is not None and ev.campaigns and prev_cid in ev.campaigns and prev_cid != ev.campaign_id:
             # several campaign-stage partitions each see part of a campaign (under their own ids):
             # keep the campaign the account was flagged with while a partition still sees it

@@ -81,15 +81,20 @@ def test_org_sharing_is_not_evidence(world: Any) -> None:
 
 
 def test_org_control_without_org_id_is_linked() -> None:
-    """Control for the test above: the same traffic without its org_id is shared evidence."""
+    """Control for the test above: the same traffic without its org_id, each account paying with a
+    card of its own, is shared evidence; with the org's one card and no org_id it is not — the
+    accounts of one payer are related on purpose (a developer's fleet, a household)."""
     g = EventGen(1)
     # an extraction-like profile, so that what decides is whether the sharing counts as evidence
     org = [dict(e, task_category="coding", reasoning_elicitation=0.9) for e in g.org(8, 3)]
     background = g.benign(10, 3)
     with_org = run(dumps_lines(sort_events(org + background)))
-    stripped = run(dumps_lines(sort_events([dict(e, org_id=None) for e in org] + background)))
+    one_payer = run(dumps_lines(sort_events([dict(e, org_id=None) for e in org] + background)))
+    stripped = run(dumps_lines(sort_events(
+        [dict(e, org_id=None, payment_fingerprint="card-" + e["account_id"]) for e in org] + background)))
     org_accounts = {e["account_id"] for e in org}
     assert not [f for f in with_org if f["account_id"] in org_accounts]
+    assert not [f for f in one_payer if f["account_id"] in org_accounts]
     linked = {f["account_id"] for f in stripped if f["account_id"] in org_accounts and f["campaign_id"]}
     assert len(linked) >= 5
 

@@ -260,9 +260,11 @@ def test_policy_adds_paraphrase_links_across_partitions() -> None:
     # a few shared prompts and nothing else (a cohort's starters): nothing
     ({"kinds": {"prompt": 5, "ip": 9, "wave": 9, "ua": 9}, "sr": [1, 2, 3], "ipn": 1}, ["FRESH_ACCOUNT"], 0.0, None),
     # a broad shared library: enforced with a moderate profile, and with any profile when very broad
-    ({"kinds": {"prompt": 30}, "sr": list(range(12))}, [], 0.35, "enforce"),
+    ({"kinds": {"prompt": 30}, "sr": list(range(10))}, [], 0.35, "enforce"),
+    ({"kinds": {"prompt": 30}, "sr": list(range(9))}, [], 0.35, None),
     ({"kinds": {"prompt": 30}, "sr": list(range(12))}, [], 0.1, None),
-    ({"kinds": {"prompt": 30}, "sr": list(range(24))}, [], 0.0, "enforce"),
+    ({"kinds": {"prompt": 30}, "sr": list(range(19))}, [], 0.0, None),
+    ({"kinds": {"prompt": 30}, "sr": list(range(20))}, [], 0.0, "enforce"),
 ])
 def test_campaign_member_enforced_on_content_not_on_infrastructure(
         verdict: dict[str, Any], codes: list[str], extraction: float, action: str | None) -> None:
