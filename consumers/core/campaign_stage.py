@@ -185,6 +185,7 @@ class CampaignProcessor:
         self.accounts: OrderedDict[str, AccountLinks] = OrderedDict()
         self.parent: dict[str, str] = {}            # union-find over evidence groups
         self.roots: dict[str, list[Any]] = {}       # root fp -> [since, first fp ts, members dict]
+        self.strong: dict[str, dict[str, None]] = {}  # root fp -> its members with a broad shared library
         self.watermark = 0
         self.seq = 0                                # campaign joins so far
         self.tseq = 0                               # observations so far (recency order)
@@ -292,6 +293,8 @@ class CampaignProcessor:
                     a.sreq[req] = None
                     if len(a.sreq) > MAX_SHARED_REQUESTS:
                         del a.sreq[min(a.sreq)]
+                    if a.cid is not None and len(a.sreq) == self.cfg.content_broad_requests:
+                        self._note_strong(out, self._find(a.cid), acct, w)
             self._dirty_a[acct] = None
             self._evaluate(out, acct, a, w, fp)
 
@@ -322,6 +325,13 @@ class CampaignProcessor:
         self._dirty_u[old] = None
         ro = self.roots.setdefault(old, [self._age(old)[0], {}])
         ry = self.roots.pop(young, None)
+        sy = self.strong.pop(young, None)
+        if sy:
+            so = self.strong.setdefault(old, {})
+            before = len(so)
+            so.update(sy)
+            if before < self.cfg.campaign_strong_members <= len(so):
+                self._emit_members(out, old, w)
         if ry is not None:
             self._tomb.append(b"u:" + young.encode())
             was_active = len(ro[1]) >= self.cfg.campaign_min_size
@@ -426,6 +436,8 @@ class CampaignProcessor:
                                 self._dirty_a[member] = None
                                 self._emit(out, member, la, w)
             a.cid = root
+            if len(a.sreq) >= cfg.content_broad_requests:
+                self._note_strong(out, root, acct, w)
         elif a.cid is not None:
             self._leave_campaign(acct, a)
         self._emit(out, acct, a, w)
@@ -467,11 +479,29 @@ class CampaignProcessor:
         if root is not None and root in self.roots:
             self.roots[root][1].pop(acct, None)
             self._dirty_u[root] = None
+            self.strong.get(root, {}).pop(acct, None)
         a.cid = None
+
+    def _note_strong(self, out: list[Record], root: str, acct: str, w: int) -> None:
+        """``acct``, a member of the campaign ``root``, has a broad shared library; when the
+        campaign becomes strong (``campaign_strong_members``), every member hears of it."""
+        members = self.strong.setdefault(root, {})
+        if acct in members:
+            return
+        members[acct] = None
+        if len(members) == self.cfg.campaign_strong_members:
+            self._emit_members(out, root, w)
+
+    def _emit_members(self, out: list[Record], root: str, w: int) -> None:
+        for member in sorted(self.roots.get(root, [0, {}])[1]):
+            la = self.accounts.get(member)
+            if la is not None:
+                self._emit(out, member, la, w)
 
     def _emit(self, out: list[Record], acct: str, a: AccountLinks, w: int) -> None:
         cid = None
         size = None
+        strong = 0
         if a.cid is not None:
             root = self._find(a.cid)
             a.cid = root
@@ -479,19 +509,22 @@ class CampaignProcessor:
             if len(comp) >= self.cfg.campaign_min_size:
                 cid = campaign_id_for(root)
                 size = len(comp)
+                strong = len(self.strong.get(root, ()))
         # what the policy acts on: the kinds, the paraphrase-key count up to campaign_min_templates
         # (it adds them up across partitions), the campaign; computed from the counts alone
         para = a.kc.get("para", 0) if self._para_share_ok(a) else 0
         summary = [sorted(k for k in a.kc if k != "para" or para), min(para, self.cfg.campaign_min_templates), cid,
                    _steps(len(a.sreq), self.cfg.content_very_broad_requests),
-                   min(a.kc.get("ip", 0), self.cfg.proxy_pool_prefixes)]
+                   min(a.kc.get("ip", 0), self.cfg.proxy_pool_prefixes),
+                   min(strong, self.cfg.campaign_strong_members)]
         if summary == a.sent:
             return
         a.sent = summary
         kinds = self._kinds(a)
         out.append(Record(topic="verdicts", key=acct.encode(), value=orjson.dumps(
             {"k": "link", "a": acct, "o": a.org, "kinds": kinds, "cid": cid, "size": size, "w": w,
-             "p": self.partition, "sr": sorted(a.sreq), "n": a.n, "ipn": a.kc.get("ip", 0)})))
+             "p": self.partition, "sr": sorted(a.sreq), "n": a.n, "ipn": a.kc.get("ip", 0),
+             "cs": strong})))
 
     # -- bounds ---------------------------------------------------------------------------------
     def _expire(self) -> None:
@@ -579,6 +612,8 @@ class CampaignProcessor:
                 root = self._find(a.cid)
                 if root in self.roots:
                     self.roots[root][1][name] = None
+                    if len(a.sreq) >= self.cfg.content_broad_requests:
+                        self.strong.setdefault(root, {})[name] = None
 
     def state_size(self) -> dict[str, int]:
         return {"groups": len(self.groups), "accounts": len(self.accounts), "campaigns": len(self.roots)}

@@ -70,7 +70,7 @@ BEH_DETAILS = {
 }
 
 
-def combine(by_source: dict[str, list[Any]], first_requests: int = 10) -> Evidence:
+def combine(by_source: dict[str, list[Any]]) -> Evidence:
     """Merge the latest verdicts of several campaign-stage partitions about one account.
 
     Kinds of shared evidence are united (largest span per kind; paraphrase-key and client-prefix
@@ -79,16 +79,19 @@ def combine(by_source: dict[str, list[Any]], first_requests: int = 10) -> Eviden
     largest wins (ties: the smallest id), so the choice does not depend on the order in which the
     partitions' verdicts arrive.
 
-    >>> e = combine({"0": [{"ip": 5, "para": 2}, None, None, [1, 4], 9, 2],
-    ...              "1": [{"pay": 3, "ip": 7, "para": 1}, "cmp-b", 9, [4, 7], 12, 1],
+    >>> e = combine({"0": [{"ip": 5, "para": 2}, None, None, [1, 4], 9, 2, 0],
+    ...              "1": [{"pay": 3, "ip": 7, "para": 1}, "cmp-b", 9, [4, 7], 12, 1, 4],
     ...              "2": [{}, "cmp-a", 9]})
     >>> e.kinds, e.campaign_id, e.campaign_size, e.shared_requests, e.requests, e.shared_prefixes
     ({'ip': 7, 'para': 3, 'pay': 3}, 'cmp-a', 9, 3, 12, 3)
+    >>> e.campaigns, e.campaign_strong
+    ({'cmp-b': 9, 'cmp-a': 9}, 4)
     """
     kinds: dict[str, int] = {}
     best: tuple[int, str] | None = None
     campaigns: dict[str, int] = {}
     shared: set[int] = set()
+    strong = 0
     n = 0
     prefixes = 0
     for v in by_source.values():
@@ -106,9 +109,11 @@ def combine(by_source: dict[str, list[Any]], first_requests: int = 10) -> Eviden
             shared.update(v[3])
             n = max(n, v[4])
             prefixes += v[5]
+            if len(v) > 6:
+                strong = max(strong, v[6])
     kinds = dict(sorted(kinds.items()))
     return Evidence(kinds, best[1] if best else None, best[0] if best else None, len(shared), n, prefixes,
-                    campaigns, sum(1 for r in shared if r > first_requests))
+                    campaigns, strong)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -118,9 +123,8 @@ class Evidence:
     ``kinds``: kind of shared evidence -> widest span in units (paraphrase keys: how many);
     ``shared_requests``: the account's requests whose prompt is shared with unrelated accounts;
     ``requests``: the account's requests as of the latest verdict; ``shared_prefixes``: client
-    /24s it shares with unrelated accounts (a proxy pool shows as several); ``shared_later``: the
-    shared-content requests after its first ``first_requests`` (a cohort shares starter prompts
-    at first and then writes its own; a campaign keeps drawing from its library).
+    /24s it shares with unrelated accounts (a proxy pool shows as several); ``campaign_strong``:
+    members of its campaign (the largest a partition sees) whose shared library is broad.
     """
 
     kinds: dict[str, int]
@@ -130,7 +134,7 @@ class Evidence:
     requests: int = 0
     shared_prefixes: int = 0
     campaigns: dict[str, int] | None = None   # every campaign a partition attributes it to -> size
-    shared_later: int = 0                     # shared_requests after the account's first requests
+    campaign_strong: int = 0                  # members of its campaign with a broad shared library
 
 
 def _detail(code: str, v: Any) -> str:
@@ -175,7 +179,7 @@ class PolicyProcessor:
                 s[12] = max(s[12], m.get("n", 0))
             else:
                 s[4][str(m.get("p", 0))] = [m["kinds"], m["cid"], m["size"], m.get("sr", []),
-                                            m.get("n", 0), m.get("ipn", 0)]
+                                            m.get("n", 0), m.get("ipn", 0), m.get("cs", 0)]
             s[9] = m["w"]
             self._dirty[acct] = None
             f = self.decide(acct, s)
@@ -210,9 +214,7 @@ class PolicyProcessor:
         share_ok = d >= cfg.content_min_share * requests or d >= cfg.content_very_broad_requests
         content = d >= cfg.content_min_requests and share_ok
         broad = content and d >= cfg.content_broad_requests
-        # a library drawn on request after request, well beyond an account's first requests
-        sustained = (content and ev.shared_later >= cfg.content_sustained_requests
-                     and d >= cfg.content_sustained_share * requests)
+        strong = ev.campaign_strong >= cfg.campaign_strong_members
         infra = kinds.get("pay", 0) >= cfg.shared_card_units or ev.shared_prefixes >= cfg.proxy_pool_prefixes
         if infra and d >= 1 and share_ok:
             content = True  # a card or proxy pool shared with unrelated accounts that also share a prompt
@@ -220,7 +222,7 @@ class PolicyProcessor:
         enforce = max(score, cfg.throttle_score)
         if cid is not None and (size or 0) >= cfg.campaign_min_size:
             if content and ((infra and extraction >= cfg.extraction_support)
-                            or ((broad or sustained) and extraction >= cfg.extraction_broad)
+                            or ((broad or strong) and extraction >= cfg.extraction_broad)
                             or d >= cfg.content_very_broad_requests):
                 return ("suspend" if score >= cfg.suspend_score else "throttle"), enforce
             if (content and infra) or ((content or infra) and extraction >= cfg.extraction_support):
@@ -231,11 +233,11 @@ class PolicyProcessor:
             # a fresh account tied by content and a card or a proxy pool to unrelated accounts,
             # whose campaign no campaign-stage partition has recognised (yet)
             return "throttle", enforce
-        if ("HIGH_VOLUME" in codes and "CAPABILITY_CONCENTRATION" in codes
-                and (fresh or kinds.get("pay", 0) >= cfg.shared_card_units) and extraction >= cfg.extraction_support):
-            # the naive scraper: heavy volume targeting capabilities from a new account, or from
-            # one paying with a card that unrelated accounts use too (an evaluation lab's
-            # bursts come from old accounts paid by their own organisation)
+        if ("HIGH_VOLUME" in codes and "CAPABILITY_CONCENTRATION" in codes and fresh
+                and extraction >= cfg.extraction_support):
+            # the naive scraper: heavy volume targeting capabilities from a new account with no
+            # coordination to show (an evaluation lab's bursts and an agent fleet's 24/7 come
+            # from established accounts: for them, volume alone is never evidence)
             return "throttle", enforce
         if (score >= cfg.review_score and (content or infra) and extraction >= cfg.extraction_support
                 and (fresh or (content and infra))):
@@ -245,7 +247,7 @@ class PolicyProcessor:
 
     def decide(self, acct: str, s: list[Any]) -> bytes | None:
         org, beh, beh_reasons, ws, by_source, _, _, prev, prev_cid, w, _, extraction, n_beh = s
-        ev = combine(by_source, self.cfg.cohort_phase_requests)
+        ev = combine(by_source)
         if prev_cid is not None and ev.campaigns and prev_cid in ev.campaigns and prev_cid != ev.campaign_id:
             # several campaign-stage partitions each see part of a campaign (under their own ids):
             # keep the campaign the account was flagged with while a partition still sees it

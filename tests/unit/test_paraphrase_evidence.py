@@ -226,7 +226,7 @@ def _decide(by_partition: dict[str, dict[str, Any]], codes: list[str], extractio
     for p, v in by_partition.items():
         recs.append(Record("verdicts", b"x", orjson.dumps({
             "k": "link", "a": "x", "o": None, "kinds": v["kinds"], "cid": cid, "size": size, "w": 11,
-            "p": int(p), "sr": v.get("sr", []), "n": n, "ipn": v.get("ipn", 0)})))
+            "p": int(p), "sr": v.get("sr", []), "n": n, "ipn": v.get("ipn", 0), "cs": v.get("cs", 0)})))
     out = pp.process(recs)
     return orjson.loads(out[-1].value) if out else None
 
@@ -263,6 +263,10 @@ def test_policy_adds_paraphrase_links_across_partitions() -> None:
     ({"kinds": {"prompt": 30}, "sr": list(range(10))}, [], 0.35, "enforce"),
     ({"kinds": {"prompt": 30}, "sr": list(range(9))}, [], 0.35, None),
     ({"kinds": {"prompt": 30}, "sr": list(range(12))}, [], 0.1, None),
+    # a little shared content in a *strong* campaign (several members with a broad library)
+    ({"kinds": {"prompt": 3}, "sr": [1, 2, 3], "cs": 3}, [], 0.35, "enforce"),
+    ({"kinds": {"prompt": 3}, "sr": [1, 2, 3], "cs": 2}, [], 0.35, None),
+    ({"kinds": {"prompt": 3}, "sr": [1, 2, 3], "cs": 3}, [], 0.1, None),
     ({"kinds": {"prompt": 30}, "sr": list(range(19))}, [], 0.0, None),
     ({"kinds": {"prompt": 30}, "sr": list(range(20))}, [], 0.0, "enforce"),
 ])
@@ -302,3 +306,33 @@ def test_a_household_behind_one_proxy_exit_is_not_merged_into_the_campaign() -> 
     out += cp.process([obs("pay:bot9", "bot9", None, 600), obs("pay:bot9", "bot10", None, 600),
                        obs("ip:10.0.1.0/24", "bot9", None, 600), obs("ip:10.0.2.0/24", "bot9", None, 600)])
     assert latest_links(out)["bot9"]["cid"] == cid
+
+
+def _obs_n(fp: str, acct: str, t: int, n: int) -> Record:
+    return Record("observations", fp.encode(),
+                  orjson.dumps({"k": "fp", "f": fp, "a": acct, "o": None, "t": t, "w": t, "n": n}))
+
+
+@pytest.mark.parametrize(("library", "strong"), [(6, True), (2, False)])
+def test_a_campaign_is_strong_when_members_draw_on_a_broad_library(library: int, strong: bool) -> None:
+    """Four accounts share a card pool and prompts: with a library of six prompts each (every
+    member's shared library is broad), every member hears that its campaign is strong (at least
+    campaign_strong_members broad members; verdicts are re-sent up to that count); with the same
+    two prompts only (a cohort's starters), none."""
+    cfg = DetectorConfig(**{**SMALL, "content_broad_requests": 3, "campaign_strong_members": 2})
+    cp = CampaignProcessor(cfg)
+    out: list[Record] = []
+    accts = [f"a{i}" for i in range(4)]
+    t = 100
+    for i, a in enumerate(accts):
+        recs = [_obs_n(f"pay:card{i // 2}", a, t, 1), _obs_n("pay:card0", a, t, 1)]
+        recs += [_obs_n(f"p0:{k:08x}", a, t, k + 1) for k in range(library)]
+        out += cp.process(recs)
+        t += 10
+    last = latest_links(out)
+    assert {last[a]["cid"] for a in accts} != {None}
+    if strong:
+        assert all(last[a]["cs"] >= cfg.campaign_strong_members for a in accts), last
+    else:
+        assert all(last[a]["cs"] == 0 for a in accts), last
+    assert all(len(last[a]["sr"]) == library for a in accts)
