@@ -225,7 +225,7 @@ class PolicyProcessor:
                             or ((broad or strong) and extraction >= cfg.extraction_broad)
                             or d >= cfg.content_very_broad_requests):
                 return ("suspend" if score >= cfg.suspend_score else "throttle"), enforce
-            if (content and infra) or ((content or infra) and extraction >= cfg.extraction_support):
+            if (content and (infra or broad or strong)) or (infra and extraction >= cfg.extraction_support):
                 # coordinated, but short of enforcement: a person looks
                 return "review", score
             return None, score

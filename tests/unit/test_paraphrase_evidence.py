@@ -260,14 +260,14 @@ def test_policy_adds_paraphrase_links_across_partitions() -> None:
     # a few shared prompts and nothing else (a cohort's starters): nothing
     ({"kinds": {"prompt": 5, "ip": 9, "wave": 9, "ua": 9}, "sr": [1, 2, 3], "ipn": 1}, ["FRESH_ACCOUNT"], 0.0, None),
     # a broad shared library: enforced with a moderate profile, and with any profile when very broad
-    ({"kinds": {"prompt": 30}, "sr": list(range(10))}, [], 0.35, "enforce"),
-    ({"kinds": {"prompt": 30}, "sr": list(range(9))}, [], 0.35, None),
-    ({"kinds": {"prompt": 30}, "sr": list(range(12))}, [], 0.1, None),
+    ({"kinds": {"prompt": 30}, "sr": list(range(12))}, [], 0.35, "enforce"),
+    ({"kinds": {"prompt": 30}, "sr": list(range(11))}, [], 0.35, None),
+    ({"kinds": {"prompt": 30}, "sr": list(range(12))}, [], 0.1, "review"),
     # a little shared content in a *strong* campaign (several members with a broad library)
     ({"kinds": {"prompt": 3}, "sr": [1, 2, 3], "cs": 3}, [], 0.35, "enforce"),
     ({"kinds": {"prompt": 3}, "sr": [1, 2, 3], "cs": 2}, [], 0.35, None),
-    ({"kinds": {"prompt": 3}, "sr": [1, 2, 3], "cs": 3}, [], 0.1, None),
-    ({"kinds": {"prompt": 30}, "sr": list(range(19))}, [], 0.0, None),
+    ({"kinds": {"prompt": 3}, "sr": [1, 2, 3], "cs": 3}, [], 0.1, "review"),
+    ({"kinds": {"prompt": 30}, "sr": list(range(19))}, [], 0.0, "review"),
     ({"kinds": {"prompt": 30}, "sr": list(range(20))}, [], 0.0, "enforce"),
 ])
 def test_campaign_member_enforced_on_content_not_on_infrastructure(
