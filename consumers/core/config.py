@@ -67,7 +67,6 @@ class DetectorConfig(BaseModel):
     para_min_share: float = Field(0.02, description="... and at least this share of the paraphrase keys it announced (chance collisions of a heavy honest user stay far below it; measured on week seed 1: campaign members 4.9-94%, honest developers with 3+ chance collisions 0.06-0.4%)")
     campaign_min_templates: int = Field(5, description="an account sharing this many prompt keys (exact or paraphrase) with unrelated accounts is a campaign member on that evidence alone")
     campaign_min_size: int = Field(5, description="accounts a campaign needs before its members are enforced")
-    small_campaign_size: int = Field(20, description="below this size only fresh campaign members are enforced; established ones go to review (teams, households)")
     content_min_requests: int = Field(2, description="requests of the account whose prompt (near-duplicate or paraphrase) unrelated accounts also send: from this many, what it sends is coordinated content")
     content_min_share: float = Field(0.03, description="... and at least this share of its requests (a heavy honest user's chance collisions stay below it)")
     content_broad_requests: int = Field(12, description="distinct shared prompts (a reused prompt counts once) that make a *broad* library: more than a cohort's few shared starter or assignment prompts (10 enforced a cohort member on sweep seeds 1-3; 12 did not, at the same recall)")

@@ -1,34 +1,23 @@
 """Stage 3, the flag policy: turns evidence into Flag v1, keyed by ``account_id``.
 
 Input: ``verdicts`` — per account, in order, the behaviour summaries of the account stage
-(``beh``) and the shared-evidence verdicts of the campaign stage (``link``). For each account the
-stage keeps the latest of each and the last flag it emitted, and decides:
+(``beh``: reasons, behaviour score, extraction profile, requests) and the shared-evidence verdicts
+of the campaign stage (``link``), one stream per campaign-stage partition. For each account the
+stage keeps the latest behaviour summary, the latest verdict of each partition and the last flag
+it emitted; :func:`combine` adds the partitions' verdicts up, and :meth:`PolicyProcessor.judge`
+decides (the rules, and why, in ``docs/detection.md`` and the README's *Flag policy*):
 
-* **score** = 1 − (1 − campaign evidence)(1 − behaviour evidence) (a noisy-OR of independent
-  evidence). Campaign evidence is 0.55 for a member of an active campaign, +0.1 per extra kind of
-  shared evidence, +0.1 per decade of campaign size, at most 0.95; shared evidence short of a
-  campaign adds 0.1 per kind. Behaviour evidence comes from the account stage.
-* **action**:
-  - campaign member (``campaign_id`` set): ``suspend`` when score ≥ ``suspend_score``, else
-    ``throttle`` — but only with behavioural support (behaviour evidence ≥ 0.15: a fresh account,
-    round-the-clock activity, capability targeting...). A campaign member whose own behaviour is
-    ordinary (an old account used like a person uses it) gets ``review``: a person looks first;
-    so does an established (not fresh) member of a *small* campaign (fewer than
-    ``small_campaign_size`` accounts): a handful of old accounts sharing a card, an office
-    network and templates is usually a team or a household, not a campaign; and so does an
-    established member tied to its campaign by infrastructure alone (client prefixes, a card) with
-    no prompts, rare client or sign-up wave in common — residential proxies exit from real homes.
-  - not a campaign member: ``throttle`` when a *fresh* account runs at *heavy volume* with
-    behaviour evidence ≥ 0.85 (the naive scraper), or when a *fresh* account that targets
-    high-value capabilities (behaviour evidence ≥ 0.45) shares a payment instrument, prompt
-    templates or (``para_min_links`` or more) paraphrased prompts with unrelated accounts (a
-    small, careful campaign, or one whose evidence is spread over campaign-stage partitions); ``review`` when score ≥
-    ``review_score``. (A fresh account moving to a new model within hours is *not* enough:
-    honest new users' clients follow the default model — measured: it enforced honest sign-ups.)
-  - Sharing inside one organisation is never evidence (the campaign stage does not count it), so
-    an account whose only shared evidence is with its own org is never enforced on it.
+* **shared content** — the account's distinct prompts that unrelated units also send — is what
+  enforcement rests on; a *broad* library, a *strong* campaign, or shared infrastructure (a card
+  of ≥ ``shared_card_units`` payers, ≥ ``proxy_pool_prefixes`` shared /24s) together with an
+  extraction profile make less of it enough;
+* infrastructure alone, an established account's own volume and account age alone never enforce;
+* the naive scraper (fresh, heavy volume, capability targeting) is throttled on behaviour;
+* **score** = 1 − (1 − campaign evidence)(1 − behaviour evidence), a noisy-OR reported in the
+  flag (campaign evidence 0.55 for a member, +0.1 per extra kind, +0.1 per decade of size);
 * **hysteresis**: an account is flagged again only when the action escalates
-  (review → throttle → suspend) or its campaign changes; actions never step down on their own.
+  (review → throttle → suspend) or its campaign changes; actions never step down on their own,
+  and an account keeps the campaign id it was flagged with while a partition still sees it.
 
 Changelog keys: ``p:<account>``.
 """
@@ -225,8 +214,12 @@ class PolicyProcessor:
                             or ((broad or strong) and extraction >= cfg.extraction_broad)
                             or d >= cfg.content_very_broad_requests):
                 return ("suspend" if score >= cfg.suspend_score else "throttle"), enforce
-            if (content and (infra or broad or strong)) or (infra and extraction >= cfg.extraction_support):
-                # coordinated, but short of enforcement: a person looks
+            if ((content and (infra or broad or strong))
+                    or (infra and extraction >= cfg.extraction_support
+                        and len(INFRASTRUCTURE_KINDS.intersection(kinds)) >= 2)):
+                # coordinated, but short of enforcement: a person looks (infrastructure alone
+                # only when it is of two kinds: one card shared by many accounts is also how an
+                # org-less developer pays for a fleet of agents)
                 return "review", score
             return None, score
         if content and infra and fresh and extraction >= cfg.extraction_support:
