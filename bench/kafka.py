@@ -191,7 +191,7 @@ def _prepare(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
     """The pipeline's topics and the three stages' runners (instrumented), as ``detect`` builds
     them; returns the runners, their clocks and the seconds the topic set-up took."""
     from consumers.config import DetectSettings, KafkaSettings
-    from consumers.detect import build_runners, ensure_pipeline_topics
+    from consumers.kafka.deployment import build_runners, ensure_pipeline_topics
 
     kafka = KafkaSettings(bootstrap_servers=bootstrap, requests_topic=topic,
                           flags_topic=f"{prefix}{group}.flags", dlq_topic=f"{prefix}{group}.dlq",

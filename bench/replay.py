@@ -63,7 +63,7 @@ def run(raw: Sequence[bytes], repeat: int = 3, gz: bool = False, subprocess_runs
         workdir: str | None = None, cfg: Any = None) -> dict[str, Any]:
     """Measure replay over ``raw``; returns the ``replay`` section."""
     from consumers.core.config import DetectorConfig
-    from consumers.replay import replay_file
+    from consumers.file_replay import replay_file
 
     cfg = cfg or DetectorConfig()
     n = len(raw)

@@ -25,6 +25,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers.config import KafkaSettings
+from consumers.kafka.clients import reader_config
 from consumers.kafka.errors import FatalRunnerError
 
 log = structlog.get_logger("distillwatch.kafka.changelog")
@@ -87,21 +88,9 @@ class PartitionRestore:
 
 
 def _restore_consumer(kafka: KafkaSettings, group_id: str) -> Consumer:
-    conf = kafka.client_config()
-    conf.update(
-        {
-            # Never joins a group (assign only) and never commits; librdkafka wants an id.
-            "group.id": f"{group_id}.restore.{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            # Restore wants to reach the end fast, not to wait for new data.
-            "fetch.wait.max.ms": 50,
-        }
-    )
-    return Consumer(conf)
+    # Restore wants to reach the end fast, not to wait for new data.
+    return Consumer(reader_config(kafka, f"{group_id}.restore.{uuid.uuid4().hex[:8]}",
+                                  extra={"fetch.wait.max.ms": 50}))
 
 
 def read_changelog(
@@ -114,6 +103,7 @@ def read_changelog(
     progress_every_s: float = 5.0,
     batch_size: int = 5000,
     should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[dict[int, int]], None] | None = None,
 ) -> dict[int, PartitionRestore]:
     """Read changelog partitions ``targets`` from the beginning to their end.
 
@@ -122,7 +112,9 @@ def read_changelog(
     partition (``read_committed``: the last stable offset) *and* the last offset marker equals the
     target. If the marker still differs ``settle_timeout_s`` after first reaching the end (an
     operator reset the group's offsets, or the group's offsets expired) a warning is logged and
-    the state read so far is used. Raises :class:`FatalRunnerError` on a fatal consumer error
+    the state read so far is used. ``on_progress({partition: records left})`` is called after
+    every fetch (records left = the partition's end when the restore started minus what was
+    read). Raises :class:`FatalRunnerError` on a fatal consumer error
     and :class:`RestoreInterrupted` when ``should_stop()`` returns true.
     """
     results = {p: PartitionRestore() for p in targets}
@@ -131,6 +123,8 @@ def read_changelog(
     consumer = _restore_consumer(kafka, group_id)
     pending = set(targets)
     first_eof: dict[int, float] = {}
+    ends: dict[int, int] = {}
+    read_to: dict[int, int] = {}
     t0 = time.monotonic()
     next_progress = t0 + progress_every_s
     try:
@@ -148,6 +142,9 @@ def read_changelog(
                         hint="the changelog was deleted or recreated; starting from empty state",
                     )
                 pending.discard(p)
+            else:
+                ends[p] = high
+                read_to[p] = low
         if not pending:
             return results
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
@@ -161,6 +158,7 @@ def read_changelog(
                 p = m.partition()  # type: ignore[assignment]  # always set on messages and EOF events
                 if err is None:
                     results[p].add(m.key(), m.value())
+                    read_to[p] = m.offset() + 1  # type: ignore[operator]  # set on messages
                     continue
                 if err.code() != KafkaError._PARTITION_EOF:
                     if err.fatal():
@@ -169,6 +167,7 @@ def read_changelog(
                     continue
                 if p not in pending:
                     continue
+                read_to[p] = max(read_to.get(p, 0), m.offset() or 0)
                 res = results[p]
                 target = targets[p]
                 if res.marker == target:
@@ -198,6 +197,9 @@ def read_changelog(
                     # yet (or an older open transaction holds the last stable offset): keep
                     # reading until the marker arrives.
                     first_eof.setdefault(p, now)
+            if on_progress is not None:
+                on_progress({p: max(0, ends[p] - read_to[p]) if p in ends else 0
+                             for p in sorted(pending)})
             for p, since in list(first_eof.items()):
                 if p in pending and now - since > settle_timeout_s:
                     log.warning(
