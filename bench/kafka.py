@@ -10,7 +10,7 @@ For each requested partition count ``P``:
    message, then with ``orjson.loads`` of each value, then with ``parse_event``: the ceiling of a
    Python consumer on this machine;
 3. **detect, sequential** — what ``distillwatch detect --stop-at-end`` does: ``ensure_pipeline_topics``
-   then :func:`consumers.detect.build_runners` and each stage's ``run()`` one after the other
+   then :func:`consumers.kafka.deployment.build_runners` and each stage's ``run()`` one after the other
    (account, campaign, policy) with the default ``DetectSettings``. The account stage alone and the
    whole pipeline are reported, in events/s of the requests topic, by wall time (``run()`` call to
    return: start-up, group join, restore, processing, final commit, close) and *streaming* (first

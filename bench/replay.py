@@ -1,6 +1,6 @@
 """``distillwatch replay --input FILE`` end to end: reading the file, the three stages, writing flags.
 
-* in process — :func:`consumers.replay.replay_file` on a plain ``.jsonl`` (and optionally a
+* in process — :func:`consumers.file_replay.replay_file` on a plain ``.jsonl`` (and optionally a
   ``.jsonl.gz``) file, output to a file: events/s without interpreter start-up;
 * as a subprocess — ``python -m consumers.cli replay --input FILE --output OUT`` (what the
   ``distillwatch`` console script runs), wall time; its start-up (interpreter, imports, pipeline

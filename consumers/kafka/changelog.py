@@ -25,7 +25,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers.config import KafkaSettings
-from consumers.kafka.clients import reader_config
+from consumers.kafka.clients import kafka_error, reader_config
 from consumers.kafka.errors import FatalRunnerError
 
 log = structlog.get_logger("distillwatch.kafka.changelog")
@@ -93,6 +93,35 @@ def _restore_consumer(kafka: KafkaSettings, group_id: str) -> Consumer:
                                   extra={"fetch.wait.max.ms": 50}))
 
 
+# Transient while a broker restarts or leadership moves: retried, not fatal.
+_TRANSIENT = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+})
+
+
+def _watermarks(consumer: Consumer, topic: str, p: int, deadline: float,
+                should_stop: Callable[[], bool] | None) -> tuple[int, int]:
+    """``(low, high)`` of a changelog partition, retrying transient errors until ``deadline``."""
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            transient = err is not None and not err.fatal() and (
+                err.retriable() or err.code() in _TRANSIENT)
+            if not transient or time.monotonic() >= deadline:
+                raise
+            if should_stop is not None and should_stop():
+                raise RestoreInterrupted(f"stop requested while restoring {topic!r}") from exc
+            log.warning("restore_watermarks_retry", topic=topic, partition=p, error=str(err))
+            time.sleep(0.5)
+
+
 def read_changelog(
     kafka: KafkaSettings,
     topic: str,
@@ -129,9 +158,7 @@ def read_changelog(
     next_progress = t0 + progress_every_s
     try:
         for p in sorted(targets):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=10, cached=False
-            )
+            low, high = _watermarks(consumer, topic, p, t0 + settle_timeout_s, should_stop)
             if high <= low:  # empty: nothing to read and no transaction in flight
                 if targets[p] is not None:
                     log.warning(
