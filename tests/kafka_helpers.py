@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from consumers.config import KafkaSettings
 from consumers.kafka.reader import read_to_end
+from consumers.kafka.writer import produce_blocking
 
 __all__ = [
     "Record",
@@ -322,17 +323,12 @@ def produce(
     n = 0
     for m in messages:
         key, value = _bytes(m[0]), _bytes(m[1])
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
+        kwargs: dict[str, Any] = {"on_delivery": on_delivery}
         if len(m) > 2 and m[2]:
             kwargs["headers"] = list(m[2].items()) if isinstance(m[2], Mapping) else list(m[2])
         if partition is not None:
             kwargs["partition"] = partition
-        while True:
-            try:
-                producer.produce(topic, **kwargs)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_blocking(producer, topic, value, key, **kwargs)
         producer.poll(0)
         n += 1
     if transactional_id:
