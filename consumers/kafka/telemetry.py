@@ -103,8 +103,8 @@ _OTHER = "other"
 def dlq_reason(reason: str) -> str:
     """A bounded label for a DLQ reason (the ``dlq.error`` header): its first token.
 
-    At most ~30 values: ``not_json``, ``not_object``, ``missing_field``, ``ts_out_of_range``,
-    ``invalid_<RequestEvent field>``, ``other``.
+    At most ~30 values: ``not_json``, ``not_utf8``, ``too_large``, ``not_object``,
+    ``missing_field``, ``ts_out_of_range``, ``invalid_<RequestEvent field>``, ``other``.
 
     >>> dlq_reason("not JSON: unexpected character")
     'not_json'
@@ -114,6 +114,8 @@ def dlq_reason(reason: str) -> str:
     'invalid_n_turns'
     >>> dlq_reason("ts_ms: 3 days ahead of the broker timestamp")
     'ts_out_of_range'
+    >>> dlq_reason("too large: 70000 bytes (limit 65536)")
+    'too_large'
     >>> dlq_reason("a value nobody expected")
     'other'
     """
@@ -121,6 +123,10 @@ def dlq_reason(reason: str) -> str:
     head, sep, rest = text.partition(":")
     if head.startswith("not json"):
         return "not_json"
+    if head.startswith("not utf-8") or head.startswith("not utf8"):
+        return "not_utf8"
+    if head.startswith("too large"):
+        return "too_large"
     if head.startswith("not a json object"):
         return "not_object"
     if sep and "required field missing" in rest:

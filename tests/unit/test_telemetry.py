@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from consumers.core.stage import Record, StageSpec
 from consumers.kafka.metrics import RunnerMetrics
@@ -88,7 +89,9 @@ def test_metrics_health_and_partition_series() -> None:
     st.batch_done(0.01)
     st.rebalanced("assign", 2)
     runner.restore_left = {1: 5}
-    server = serve(t, 0, "127.0.0.1")
+    with capture_logs() as logs:  # (an earlier CLI test may have pointed structlog at a closed file)
+        server = serve(t, 0, "127.0.0.1")
+    assert logs[0]["event"] == "http_serving" and logs[0]["url"] == server.url
     try:
         m = _scrape(server.url)
         lag = {lb["partition"]: v for lb, v in m["distillwatch_consumer_lag"]}
