@@ -10,6 +10,7 @@ them; nothing here imports a command.
 * :mod:`~consumers.kafka.checkpoint` — :class:`Checkpoint` and its :class:`TxnStatus`.
 * :mod:`~consumers.kafka.changelog` — changelog layout and restore reader.
 * :mod:`~consumers.kafka.runner` — :class:`StageRunner` (EOS v2 loop, restore, rebalances).
+* :mod:`~consumers.kafka.partitions` — batches split per partition, committed offsets, restore.
 * :mod:`~consumers.kafka.deployment` — the detector's topics and runners.
 * :mod:`~consumers.kafka.telemetry` — Prometheus metrics, ``/metrics``, ``/healthz``, ``/readyz``.
 * :mod:`~consumers.kafka.topic_replay`, :mod:`~consumers.kafka.warm_start` — historical replay.

@@ -57,7 +57,8 @@ the open transaction (nothing of it becomes visible) and raises :class:`FatalRun
 How the runner is split: the checkpoint (one transaction's work and its named steps, with an
 explicit status) is :mod:`consumers.kafka.checkpoint`; the transactional producer and its
 watchdog :mod:`consumers.kafka.transactional`; client configurations :mod:`consumers.kafka.clients`;
-names :mod:`consumers.kafka.naming`; metrics and health :mod:`consumers.kafka.telemetry`. Run any
+names :mod:`consumers.kafka.naming`; batches, committed offsets and restore
+:mod:`consumers.kafka.partitions`; metrics and health :mod:`consumers.kafka.telemetry`. Run any
 stage from a shell with ``distillwatch run-stage`` (:mod:`consumers.run_stage`).
 """
 
@@ -74,7 +75,6 @@ import structlog
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_INVALID,
-    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -83,14 +83,15 @@ from confluent_kafka import (
 )
 
 from consumers.config import KafkaSettings
-from consumers.core.stage import Processor, Record, StageSpec
+from consumers.core.stage import Processor, StageSpec
 from consumers.kafka.admin import changelog_spec, ensure_topics, partitions_of
-from consumers.kafka.changelog import RestoreInterrupted, read_changelog
+from consumers.kafka.changelog import RestoreInterrupted
 from consumers.kafka.checkpoint import Checkpoint, TxnStatus
 from consumers.kafka.clients import RunnerOptions, consumer_config, kafka_error, producer_config
 from consumers.kafka.errors import FatalRunnerError, ProcessorFailure, TopicError
 from consumers.kafka.metrics import RunnerMetrics
 from consumers.kafka.naming import changelog_topic, transactional_id
+from consumers.kafka.partitions import committed_offsets, restore_processors, split_batch
 from consumers.kafka.telemetry import StageTelemetry, Telemetry
 from consumers.kafka.transactional import ProducerHung, TransactionalProducer
 
@@ -104,23 +105,9 @@ __all__ = [
 
 log = structlog.get_logger("distillwatch.kafka.runner")
 
-_EOF = KafkaError._PARTITION_EOF
 # What librdkafka reports when the coordinator bumped our epoch (fencing or transaction timeout).
 _FENCING_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
-)
-# committed() reports these without librdkafka's retriable flag; they are transient.
-_RETRIABLE_OFFSET_FETCH = frozenset(
-    {
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-        KafkaError._WAIT_COORD,
-        KafkaError.UNSTABLE_OFFSET_COMMIT,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.REQUEST_TIMED_OUT,
-    }
 )
 _DEFAULT_MAX_POLL_INTERVAL_MS = 300_000  # librdkafka's default max.poll.interval.ms
 
@@ -451,36 +438,7 @@ class StageRunner:
             self._rewind(f"producer replaced: {exc}")
 
     def _process(self, msgs: list[Message]) -> None:
-        in_name = self.input_topic  # the real name: processors put it in DLQ headers
-        by_part: dict[int, list[Record]] = {}
-        eof_at: dict[int, int] | None = None
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() == _EOF:
-                    if eof_at is None:
-                        eof_at = {}
-                    eof_at[m.partition()] = m.offset()  # type: ignore[index,assignment]  # set on EOF events
-                else:
-                    self._consumer_error(err)
-                continue
-            # a message without error always has partition and offset; keep the hot loop cast-free
-            p: int = m.partition()  # type: ignore[assignment]
-            recs = by_part.get(p)
-            if recs is None:
-                recs = by_part[p] = []
-            ts_type, ts = m.timestamp()
-            recs.append(
-                Record(
-                    in_name,
-                    m.key(),
-                    m.value(),  # type: ignore[arg-type]  # None (a tombstone) goes to the DLQ
-                    p,
-                    m.offset(),  # type: ignore[arg-type]
-                    m.headers(),  # type: ignore[arg-type]
-                    ts if ts_type != TIMESTAMP_NOT_AVAILABLE else None,
-                )
-            )
+        by_part, eof_at = split_batch(msgs, self.input_topic, self._consumer_error)
         eof = self._eof
         procs = self._procs
         for p in by_part:
@@ -686,42 +644,17 @@ class StageRunner:
     # ------------------------------------------------------------------ partitions
 
     def _committed(self, parts: Sequence[int]) -> dict[int, int | None]:
-        """Stable committed offsets (read_committed consumers wait for pending transactions)."""
         consumer = self._consumer
         assert consumer is not None
-        tps = [TopicPartition(self.input_topic, p) for p in parts]
-        start = time.monotonic()
-        while True:
-            try:
-                res = consumer.committed(tps, timeout=10)
-                break
-            except KafkaException as exc:
-                err = kafka_error(exc)
-                if (
-                    err is None
-                    or err.fatal()
-                    or not (err.retriable() or err.code() in _RETRIABLE_OFFSET_FETCH)
-                ):
-                    raise
-                if self._stop.is_set():
-                    raise RestoreInterrupted("stop requested while fetching offsets") from exc
-                # A previous owner's transaction is still pending (it crashed with offsets sent):
-                # the broker answers once it commits or times out.
-                self.last_poll = time.monotonic()  # waiting on the broker is not being stuck
-                self._log.warning(
-                    "waiting_for_stable_offsets",
-                    partitions=list(parts),
-                    waited_s=round(time.monotonic() - start, 1),
-                    error=str(err),
-                )
-        out: dict[int, int | None] = {}
-        for tp in res:
-            if tp.error is not None:
-                raise FatalRunnerError(
-                    f"committed offset of {tp.topic}[{tp.partition}]: {tp.error}"
-                )
-            out[tp.partition] = tp.offset if tp.offset >= 0 else None
-        return out
+        return committed_offsets(consumer, self.input_topic, parts, should_stop=self._stop.is_set,
+                                 on_wait=self._waiting_for_offsets)
+
+    def _waiting_for_offsets(self, parts: Sequence[int], waited_s: float, error: str) -> None:
+        # A previous owner's transaction is still pending (it crashed with offsets sent): the
+        # broker answers once it commits or times out. Waiting on the broker is not being stuck.
+        self.last_poll = time.monotonic()
+        self._log.warning("waiting_for_stable_offsets", partitions=list(parts),
+                          waited_s=round(waited_s, 1), error=error)
 
     def _restore_progress(self, remaining: dict[int, int]) -> None:
         """Called by the changelog reader while it restores (a restoring runner is alive)."""
@@ -735,32 +668,17 @@ class StageRunner:
             settle = self.options.transaction_timeout_ms / 1000 + 10
         self._restoring = dict.fromkeys(committed, 0)
         try:
-            results = read_changelog(
-                self.kafka,
-                self.changelog_topic,
-                committed,
-                group_id=self.options.group_id,
-                settle_timeout_s=settle,
-                should_stop=self._stop.is_set,
-                on_progress=self._restore_progress,
-            )
+            procs, results = restore_processors(
+                self.kafka, self.spec, self.changelog_topic, committed,
+                group_id=self.options.group_id, settle_timeout_s=settle,
+                should_stop=self._stop.is_set, on_progress=self._restore_progress)
         finally:
             self._restoring = {}
-        records = 0
-        for p, res in sorted(results.items()):
-            proc = self.spec.factory(p)
-            try:
-                if res.entries:
-                    proc.restore(list(res.entries.items()))
-            except Exception as exc:
-                raise ProcessorFailure(
-                    f"stage {self.spec.name!r}: restore() of partition {p} raised "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+        for p, proc in procs.items():
             self._procs[p] = proc
             self._next[p] = committed[p]
             self._eof[p] = False
-            records += res.records
+        records = sum(r.records for r in results.values())
         seconds = time.monotonic() - t0
         self.metrics.restored_records += records
         self.metrics.restore_seconds += seconds
