@@ -20,10 +20,10 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 BROKER := deploy/kafka/broker.sh
 PYTEST_ARGS ?=
-DOCTEST_PATHS ?= consumers/contract consumers/core consumers/enforce
+DOCTEST_PATHS ?= consumers/contract consumers/core consumers/enforce consumers/kafka consumers/times.py consumers/flag_diff.py
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help setup broker-start broker-stop broker-status broker-logs demo test test-unit \
+.PHONY: help setup prometheus broker-start broker-stop broker-status broker-logs demo test test-unit \
 	test-integration browser bench eval schemas lint clean
 
 help:
@@ -35,6 +35,7 @@ help:
 	@echo "make broker-start    start (or reuse) the local Kafka broker on 127.0.0.1:9092"
 	@echo "make broker-stop     stop it        (also: broker-status, broker-logs)"
 	@echo "make browser         install Debian chromium if missing (for the browser tests)"
+	@echo "make prometheus      install Debian prometheus if missing (for the metrics test)"
 	@echo "make bench | eval | schemas | lint | clean"
 
 # --- environment -------------------------------------------------------------------------------
@@ -56,6 +57,18 @@ browser:
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium </dev/null; \
 	fi
 
+# Debian's Prometheus for tests/integration/test_metrics.py (it runs its own instance on a free
+# port; the package may also start a system service on :9090, which the tests never use).
+prometheus:
+	@if command -v prometheus >/dev/null 2>&1; then \
+		echo "prometheus present: $$(command -v prometheus)"; \
+	else \
+		SUDO=""; if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+		echo "+ apt-get install prometheus"; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus </dev/null; \
+	fi
+
 # --- local Kafka broker ------------------------------------------------------------------------
 
 broker-start:
@@ -75,13 +88,13 @@ broker-logs:
 demo: setup broker-start
 	$(VENV)/bin/distillwatch demo
 
-test: setup browser broker-start
+test: setup browser prometheus broker-start
 	$(VPY) -m pytest -q tests $(DOCTEST_PATHS) --doctest-modules $(PYTEST_ARGS)
 
 test-unit: setup
 	$(VPY) -m pytest -q tests -m "not integration and not browser" $(PYTEST_ARGS)
 
-test-integration: setup broker-start
+test-integration: setup prometheus broker-start
 	$(VPY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 bench: setup broker-start

@@ -10,7 +10,7 @@ For each requested partition count ``P``:
    message, then with ``orjson.loads`` of each value, then with ``parse_event``: the ceiling of a
    Python consumer on this machine;
 3. **detect, sequential** — what ``distillwatch detect --stop-at-end`` does: ``ensure_pipeline_topics``
-   then :func:`consumers.detect.build_runners` and each stage's ``run()`` one after the other
+   then :func:`consumers.kafka.deployment.build_runners` and each stage's ``run()`` one after the other
    (account, campaign, policy) with the default ``DetectSettings``. The account stage alone and the
    whole pipeline are reported, in events/s of the requests topic, by wall time (``run()`` call to
    return: start-up, group join, restore, processing, final commit, close) and *streaming* (first
@@ -191,7 +191,7 @@ def _prepare(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
     """The pipeline's topics and the three stages' runners (instrumented), as ``detect`` builds
     them; returns the runners, their clocks and the seconds the topic set-up took."""
     from consumers.config import DetectSettings, KafkaSettings
-    from consumers.detect import build_runners, ensure_pipeline_topics
+    from consumers.kafka.deployment import build_runners, ensure_pipeline_topics
 
     kafka = KafkaSettings(bootstrap_servers=bootstrap, requests_topic=topic,
                           flags_topic=f"{prefix}{group}.flags", dlq_topic=f"{prefix}{group}.dlq",

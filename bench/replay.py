@@ -1,6 +1,6 @@
 """``distillwatch replay --input FILE`` end to end: reading the file, the three stages, writing flags.
 
-* in process — :func:`consumers.replay.replay_file` on a plain ``.jsonl`` (and optionally a
+* in process — :func:`consumers.file_replay.replay_file` on a plain ``.jsonl`` (and optionally a
   ``.jsonl.gz``) file, output to a file: events/s without interpreter start-up;
 * as a subprocess — ``python -m consumers.cli replay --input FILE --output OUT`` (what the
   ``distillwatch`` console script runs), wall time; its start-up (interpreter, imports, pipeline
@@ -63,7 +63,7 @@ def run(raw: Sequence[bytes], repeat: int = 3, gz: bool = False, subprocess_runs
         workdir: str | None = None, cfg: Any = None) -> dict[str, Any]:
     """Measure replay over ``raw``; returns the ``replay`` section."""
     from consumers.core.config import DetectorConfig
-    from consumers.replay import replay_file
+    from consumers.file_replay import replay_file
 
     cfg = cfg or DetectorConfig()
     n = len(raw)

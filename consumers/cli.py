@@ -7,9 +7,14 @@ only wires them together, so the room for a change is the module named after the
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
+
+from confluent_kafka import KafkaException
+
+from consumers import logs
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("consumers.demo", "local broker + simulated campaign + detector + quality, end to end"),
@@ -23,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schemas": ("consumers.contract.schemas", "write or check the JSON Schemas in schemas/"),
     "enforce": ("consumers.enforce.cli", "reference enforcement subscriber: flags -> SQLite/PostgreSQL store"),
     "inspect": ("consumers.enforce.inspect_cli", "an account's or campaign's flag history from the store"),
+    "run-stage": ("consumers.run_stage", "run any StageSpec on Kafka (development and tests)"),
 }
 
 
@@ -40,12 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import gc
-
-    from confluent_kafka import KafkaException
-
-    from consumers import logs
-
     # The detector keeps a large, long-lived heap of small state objects; the default thresholds
     # make the cyclic GC rescan it constantly (bench: 1.1-1.4x faster with these, same flags).
     gc.set_threshold(50_000, 20, 100)

@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumers.core.config import DetectorConfig
+
 
 class KafkaSettings(BaseSettings):
     """How to reach the broker and which topics to use."""
@@ -65,3 +67,15 @@ class DetectSettings(BaseSettings):
         None, ge=1, description="partitions of internal topics when created (default: as the requests topic)")
     transaction_timeout_ms: int = Field(60000, ge=1000)
     detector_config: str | None = Field(None, description="JSON file of detector settings")
+    http_port: int = Field(9400, ge=0, le=65535, description="/metrics, /healthz, /readyz; 0 = off")
+    http_host: str = Field("0.0.0.0", description="address the HTTP server binds")
+    statistics_interval_ms: int = Field(
+        1000, ge=0, description="librdkafka statistics (consumer lag) interval; 0 = off")
+
+
+def load_detector_config(path: str | None) -> DetectorConfig:
+    """The detector's thresholds: defaults, or a JSON file of ``DetectorConfig`` fields."""
+    if not path:
+        return DetectorConfig()
+    with open(path, "rb") as f:
+        return DetectorConfig.model_validate_json(f.read())

@@ -5,7 +5,8 @@
 2. creates fresh topics for this run (``demo.<run>.llm.requests`` ...), so demos never mix;
 3. simulates a day of traffic with a hydra-style campaign and the other attack families among
    honest personas, writes the ground-truth labels, and produces the events to Kafka;
-4. runs the detector — the three stages, exactly once, on Kafka — until the input is consumed;
+4. runs the detector — the three stages, exactly once, on Kafka — until the input is consumed,
+   printing where its metrics and health endpoints are (``--http-port``, default 9400);
 5. reads the flags back (read_committed), prints the flagged accounts and the quality against
    the ground truth, and writes the HTML report.
 """
@@ -22,8 +23,18 @@ from typing import Any
 
 import orjson
 
+from consumers import logs
 from consumers.config import DetectSettings, KafkaSettings
+from consumers.contract.flags import ACTION_RANK
 from consumers.core.config import DetectorConfig
+from consumers.evaluate import evaluate, headline_table, write_report
+from consumers.kafka.admin import TopicSpec, ensure_topics
+from consumers.kafka.deployment import build_runners, ensure_pipeline_topics
+from consumers.kafka.naming import STAGES, pipeline_topics
+from consumers.kafka.reader import read_flags_topic
+from consumers.kafka.telemetry import HttpServer, Telemetry, serve
+from consumers.sim.generator import generate
+from consumers.sim.writer import produce_events, write_events, write_labels
 
 REPO = Path(__file__).resolve().parents[1]
 BROKER_SCRIPT = REPO / "deploy" / "kafka" / "broker.sh"
@@ -36,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int, default=1, help="partitions of the demo topics")
     p.add_argument("--out", default="reports/demo", help="directory for events, labels, flags and the report")
     p.add_argument("--show", type=int, default=15, help="flagged accounts to print")
+    p.add_argument("--http-port", type=int, default=None,
+                   help="serve the detector's /metrics, /healthz, /readyz here while it runs "
+                        "(default $DISTILLWATCH_HTTP_PORT or 9400; a free port if that is taken; 0 = off)")
 
 
 def say(msg: str) -> None:
@@ -56,6 +70,16 @@ def ensure_broker(bootstrap: str | None) -> str:
     return "127.0.0.1:9092"
 
 
+def start_metrics(telemetry: Telemetry, port: int) -> HttpServer | None:
+    """Serve metrics on 127.0.0.1:``port``, or on a free port when it is taken (a demo must run)."""
+    if port == 0:
+        return None
+    try:
+        return serve(telemetry, port, "127.0.0.1")
+    except OSError:
+        return serve(telemetry, 0, "127.0.0.1")
+
+
 def _fmt_flag(f: dict[str, Any], label: dict[str, Any] | None) -> str:
     truth = f"{label['label']}/{label['group']}" if label else "?"
     codes = ",".join(r["code"] for r in f["reasons"][:4])
@@ -64,14 +88,6 @@ def _fmt_flag(f: dict[str, Any], label: dict[str, Any] | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from consumers import logs
-    from consumers.detect import build_runners, ensure_pipeline_topics, pipeline_topics
-    from consumers.evaluate import evaluate, headline_table, write_report
-    from consumers.evaluate.cli import read_flags_topic
-    from consumers.kafka.admin import TopicSpec, ensure_topics
-    from consumers.sim.generator import generate
-    from consumers.sim.writer import produce_events, write_events, write_labels
-
     if args.log_level.upper() == "INFO":
         logs.configure("WARNING", args.log_format)  # the demo narrates; runners only warn
     t_start = time.monotonic()
@@ -116,12 +132,19 @@ def run(args: argparse.Namespace) -> int:
     # --- 3. detection ---------------------------------------------------------------------------
     cfg = DetectorConfig()
     ds = DetectSettings(commit_interval_ms=1000, batch_size=5000)
+    if args.http_port is not None:
+        ds = ds.model_copy(update={"http_port": args.http_port})
     say("running the detector on Kafka: account stage -> campaign stage -> policy stage "
         "(exactly-once transactions, state in compacted changelogs)")
+    telemetry = Telemetry()
+    server = start_metrics(telemetry, ds.http_port)
+    if server is not None:
+        say(f"  metrics: {server.url}/metrics (health: {server.url}/healthz, {server.url}/readyz)")
     topics = pipeline_topics(kafka)
     t0 = time.monotonic()
-    for runner in build_runners(kafka, cfg, ds, ("account", "campaign", "policy"), stop_at_end=True,
-                                progress_interval_s=3600.0):
+    runners = build_runners(kafka, cfg, ds, STAGES, stop_at_end=True, progress_interval_s=3600.0,
+                            telemetry=telemetry)
+    for runner in runners:
         ts = time.monotonic()
         runner.run()
         m = runner.metrics.snapshot()
@@ -129,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         say(f"  {runner.spec.name:8s} stage: consumed {m.get('consumed', 0):,} from "
             f"{topics[runner.spec.inputs[0]]}, produced {produced} in {time.monotonic() - ts:.1f}s")
     secs = time.monotonic() - t0
+    if server is not None:
+        server.close()
     say(f"  detection took {secs:.1f}s ({n / max(secs, 1e-9):,.0f} events/s through all three stages)")
 
     # --- 4. results -----------------------------------------------------------------------------
@@ -143,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     actions = Counter(fl["action"] for fl in latest.values())
     say(f"{len(flags):,} flags for {len(latest):,} accounts read back from {kafka.flags_topic} "
         f"(read_committed): " + ", ".join(f"{k} {v}" for k, v in sorted(actions.items())))
-    order = sorted(latest.values(), key=lambda f: (-["review", "throttle", "suspend"].index(f["action"]),
+    order = sorted(latest.values(), key=lambda f: (-ACTION_RANK[f["action"]],
                                                    -f["score"], f["account_id"]))
     print(f"\n  {'account':22s} {'action':8s} score  {'campaign':17s} {'truth':24s} reasons")
     for fl in order[: args.show]:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -36,6 +35,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from consumers.config import KafkaSettings
+from consumers.kafka.reader import read_to_end
+from consumers.kafka.writer import produce_blocking
 
 __all__ = [
     "Record",
@@ -258,59 +261,16 @@ def consume_all(
     isolation: str = "read_committed",
     timeout: float = 30.0,
 ) -> list[Record]:
-    """Read ``topic`` from its beginning to its end and return the records.
-
-    The end is each partition's high watermark (``read_uncommitted``) or last stable offset
-    (``read_committed``: messages of open or aborted transactions are never returned) taken when
-    the call starts. Records come back sorted by (partition, offset); empty partitions are fine.
-    Raises ``TimeoutError`` if the end is not reached within ``timeout`` seconds.
+    """Read ``topic`` from its beginning to its end and return the records
+    (:func:`consumers.kafka.reader.read_to_end`: the end is each partition's high watermark, or
+    its last stable offset with ``read_committed``, taken when the call starts; records of open
+    or aborted transactions are never returned under ``read_committed``). Records come back
+    sorted by (partition, offset). Raises ``TimeoutError`` if the end is not reached in time.
     """
-    consumer = _consumer(bootstrap, isolation)
-    try:
-        deadline = time.monotonic() + timeout
-        partitions = _partitions(bootstrap, topic, timeout)
-        marks = _watermarks(consumer, topic, partitions, timeout)
-        pending = {p for p, (low, high) in marks.items() if high > low}
-        if not pending:
-            return []
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
-        records: list[Record] = []
-        while pending:
-            if time.monotonic() >= deadline:
-                positions = {
-                    tp.partition: tp.offset
-                    for tp in consumer.position([TopicPartition(topic, p) for p in pending])
-                }
-                raise TimeoutError(
-                    f"consume_all({topic!r}) did not reach the end within {timeout:.0f}s: "
-                    f"positions {positions}, ends { {p: marks[p][1] for p in pending} }"
-                )
-            for msg in consumer.consume(num_messages=500, timeout=0.2):
-                err = msg.error()
-                p, offset = msg.partition(), msg.offset()
-                if p is None or offset is None:
-                    continue
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        # The fetcher reached the end (past any transaction markers).
-                        if offset >= marks[p][1]:
-                            pending.discard(p)
-                        continue
-                    raise KafkaException(err)
-                if offset < marks[p][1]:
-                    records.append(Record(msg.key(), msg.value(), _headers(msg), p, offset))
-                if offset >= marks[p][1] - 1:
-                    pending.discard(p)
-            if pending:
-                # Control records (commit/abort markers) are never delivered; the position still
-                # moves past them.
-                for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
-                    if tp.offset >= 0 and tp.offset >= marks[tp.partition][1]:
-                        pending.discard(tp.partition)
-        records.sort(key=lambda r: (r.partition, r.offset))
-        return records
-    finally:
-        consumer.close()
+    _partitions(bootstrap, topic, timeout)  # waits until the topic exists
+    msgs = read_to_end(KafkaSettings(bootstrap_servers=bootstrap), topic, timeout_s=timeout,
+                       isolation=isolation)
+    return [Record(m.key(), m.value(), _headers(m), m.partition(), m.offset()) for m in msgs]  # type: ignore[arg-type]
 
 
 Message = tuple[Any, ...]
@@ -363,17 +323,12 @@ def produce(
     n = 0
     for m in messages:
         key, value = _bytes(m[0]), _bytes(m[1])
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
+        kwargs: dict[str, Any] = {"on_delivery": on_delivery}
         if len(m) > 2 and m[2]:
             kwargs["headers"] = list(m[2].items()) if isinstance(m[2], Mapping) else list(m[2])
         if partition is not None:
             kwargs["partition"] = partition
-        while True:
-            try:
-                producer.produce(topic, **kwargs)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_blocking(producer, topic, value, key, **kwargs)
         producer.poll(0)
         n += 1
     if transactional_id:

@@ -6,7 +6,8 @@
 Prints the headline table (and, when the labels carry a sweep campaign's ``dims``, the table per
 dimension bucket) to standard output and writes ``DIR/metrics.json`` and ``DIR/index.html``. With ``--topic`` the flags topic is read from the beginning to its end (the
 high watermarks taken at start, or the last stable offset while a transaction is open) by a
-``read_committed`` consumer that assigns every partition and commits nothing.
+``read_committed`` consumer that assigns every partition and commits nothing
+(:func:`consumers.kafka.reader.read_flags_topic`).
 
 Exit codes: 0 done; 1 done but a target was missed and ``--fail-on-targets`` was given;
 2 bad input (missing file, unreadable topic).
@@ -15,12 +16,12 @@ Exit codes: 0 done; 1 done but a target was missed and ``--fail-on-targets`` was
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-import uuid
 from typing import Any
 
-import orjson
+from consumers.kafka.reader import read_flags_topic
 
 from .dimensions import dimension_table
 from .metrics import DEFAULT_DEDUP_WINDOW_MS, HOUR_MS, evaluate, headline_table, load_jsonl
@@ -46,96 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit 1 when a quality target is missed")
 
 
-def read_flags_topic(topic: str, bootstrap_servers: str | None = None, timeout_s: float = 120.0,
-                     stats: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """Read every committed Flag v1 of ``topic`` from the beginning to its current end.
-
-    Assigns all partitions at the beginning with ``isolation.level=read_committed`` (no group
-    membership, no commits) and stops per partition at the high watermark taken at start or at the
-    partition end reported by the broker (the last stable offset when a transaction is open),
-    whichever comes first. Messages are returned partition by partition, in offset order (a flag's
-    history is in one partition: the key is the account id). Values that are not JSON objects are
-    skipped and counted in ``stats["not_json"]``. Raises ``RuntimeError`` when the topic does not
-    exist or the end is not reached within ``timeout_s``.
-    """
-    from confluent_kafka import (
-        OFFSET_BEGINNING,
-        Consumer,
-        KafkaError,
-        KafkaException,
-        TopicPartition,
-    )
-
-    from consumers.config import KafkaSettings
-
-    settings = KafkaSettings(bootstrap_servers=bootstrap_servers) if bootstrap_servers else KafkaSettings()
-    conf = settings.client_config() | {
-        "group.id": f"distillwatch-evaluate-{uuid.uuid4().hex[:12]}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "isolation.level": "read_committed",
-        "enable.partition.eof": True,
-        "auto.offset.reset": "earliest",
-    }
-    stats = stats if stats is not None else {}
-    stats.setdefault("not_json", 0)
-    consumer = Consumer(conf)
-    try:
-        md = consumer.list_topics(topic, timeout=min(30.0, timeout_s))
-        tmd = md.topics.get(topic)
-        if tmd is None or tmd.error is not None or not tmd.partitions:
-            raise RuntimeError(f"topic {topic!r} not found: {tmd.error if tmd is not None else 'no metadata'}")
-        ends: dict[int, int] = {}
-        assign = []
-        for p in sorted(tmd.partitions):
-            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=min(30.0, timeout_s))
-            if hi > lo:
-                ends[p] = hi
-                assign.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-        by_partition: dict[int, list[dict[str, Any]]] = {p: [] for p in ends}
-        remaining = set(ends)
-        if assign:
-            consumer.assign(assign)
-        deadline = time.monotonic() + timeout_s
-        while remaining:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out reading {topic!r}: partitions {sorted(remaining)} not at their end")
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            p = msg.partition()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(p)
-                    continue
-                raise KafkaException(err)
-            off = msg.offset()
-            if p not in remaining or off is None or off >= ends[p]:
-                continue
-            if off + 1 >= ends[p]:
-                remaining.discard(p)
-            value = msg.value()
-            if value is None:
-                continue
-            try:
-                flag = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                stats["not_json"] += 1
-                continue
-            if isinstance(flag, dict):
-                by_partition[p].append(flag)
-            else:
-                stats["not_json"] += 1
-    finally:
-        consumer.close()
-    return [f for p in sorted(by_partition) for f in by_partition[p]]
-
-
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the headline table, write the report. Returns the exit code."""
-    import os
-
     for path in (args.events, args.labels, args.flags):
         if path is not None and not os.path.isfile(path):
             print(f"evaluate: no such file: {path}", file=sys.stderr)

@@ -1,12 +1,21 @@
-"""The Kafka layer: an exactly-once, checkpointed runner for the pure-core stages.
+"""The Kafka layer: services split by role. Commands (``consumers.detect``, ``replay``...) call
+them; nothing here imports a command.
 
-* :mod:`consumers.kafka.runner` — :class:`StageRunner` / :class:`RunnerOptions` (EOS v2 loop,
-  changelog restore, rebalances, signals) and the dev entry point
-  ``python -m consumers.kafka.runner``.
-* :mod:`consumers.kafka.admin` — :func:`ensure_topics`, :func:`partitions_of`.
-* :mod:`consumers.kafka.changelog` — changelog layout and restore reader.
-* :mod:`consumers.kafka.metrics` — :class:`RunnerMetrics`.
-* :mod:`consumers.kafka.errors` — :class:`FatalRunnerError`, :class:`TopicError`.
+* :mod:`~consumers.kafka.clients` — librdkafka configurations of every client.
+* :mod:`~consumers.kafka.naming` — deployment names: topics, groups, changelogs, transactional ids.
+* :mod:`~consumers.kafka.admin` — :func:`ensure_topics`, :func:`partitions_of`.
+* :mod:`~consumers.kafka.reader` — reading topics with read_committed: to the end, or a range.
+* :mod:`~consumers.kafka.writer` — the one blocking produce, a short-lived transaction.
+* :mod:`~consumers.kafka.transactional` — the runner's transactional producer (watchdog, retries).
+* :mod:`~consumers.kafka.checkpoint` — :class:`Checkpoint` and its :class:`TxnStatus`.
+* :mod:`~consumers.kafka.changelog` — changelog layout and restore reader.
+* :mod:`~consumers.kafka.runner` — :class:`StageRunner` (EOS v2 loop, restore, rebalances).
+* :mod:`~consumers.kafka.partitions` — batches split per partition, committed offsets, restore.
+* :mod:`~consumers.kafka.deployment` — the detector's topics and runners.
+* :mod:`~consumers.kafka.telemetry` — Prometheus metrics, ``/metrics``, ``/healthz``, ``/readyz``.
+* :mod:`~consumers.kafka.topic_replay`, :mod:`~consumers.kafka.warm_start` — historical replay.
+* :mod:`~consumers.kafka.metrics` — :class:`RunnerMetrics` (plain counters, logged).
+* :mod:`~consumers.kafka.errors` — :class:`FatalRunnerError`, :class:`TopicError`, ...
 
 Plugging a stage in::
 
@@ -18,27 +27,20 @@ Plugging a stage in::
 """
 
 from consumers.kafka.admin import TopicSpec, changelog_spec, ensure_topics, partitions_of
+from consumers.kafka.checkpoint import Checkpoint, TxnStatus
 from consumers.kafka.errors import FatalRunnerError, TopicError
 from consumers.kafka.metrics import RunnerMetrics
-
-_RUNNER_NAMES = ("RunnerOptions", "StageRunner", "run_all")
-
-
-def __getattr__(name: str):  # lazy, so `python -m consumers.kafka.runner` imports runner once
-    if name in _RUNNER_NAMES:
-        from consumers.kafka import runner
-
-        return getattr(runner, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+from consumers.kafka.runner import RunnerOptions, StageRunner, run_all
 
 __all__ = [
+    "Checkpoint",
     "FatalRunnerError",
     "RunnerMetrics",
     "RunnerOptions",
     "StageRunner",
     "TopicError",
     "TopicSpec",
+    "TxnStatus",
     "changelog_spec",
     "ensure_topics",
     "partitions_of",

@@ -25,6 +25,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers.config import KafkaSettings
+from consumers.kafka.clients import kafka_error, reader_config
 from consumers.kafka.errors import FatalRunnerError
 
 log = structlog.get_logger("distillwatch.kafka.changelog")
@@ -87,21 +88,38 @@ class PartitionRestore:
 
 
 def _restore_consumer(kafka: KafkaSettings, group_id: str) -> Consumer:
-    conf = kafka.client_config()
-    conf.update(
-        {
-            # Never joins a group (assign only) and never commits; librdkafka wants an id.
-            "group.id": f"{group_id}.restore.{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            # Restore wants to reach the end fast, not to wait for new data.
-            "fetch.wait.max.ms": 50,
-        }
-    )
-    return Consumer(conf)
+    # Restore wants to reach the end fast, not to wait for new data.
+    return Consumer(reader_config(kafka, f"{group_id}.restore.{uuid.uuid4().hex[:8]}",
+                                  extra={"fetch.wait.max.ms": 50}))
+
+
+# Transient while a broker restarts or leadership moves: retried, not fatal.
+_TRANSIENT = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+})
+
+
+def _watermarks(consumer: Consumer, topic: str, p: int, deadline: float,
+                should_stop: Callable[[], bool] | None) -> tuple[int, int]:
+    """``(low, high)`` of a changelog partition, retrying transient errors until ``deadline``."""
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            transient = err is not None and not err.fatal() and (
+                err.retriable() or err.code() in _TRANSIENT)
+            if not transient or time.monotonic() >= deadline:
+                raise
+            if should_stop is not None and should_stop():
+                raise RestoreInterrupted(f"stop requested while restoring {topic!r}") from exc
+            log.warning("restore_watermarks_retry", topic=topic, partition=p, error=str(err))
+            time.sleep(0.5)
 
 
 def read_changelog(
@@ -114,6 +132,7 @@ def read_changelog(
     progress_every_s: float = 5.0,
     batch_size: int = 5000,
     should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[dict[int, int]], None] | None = None,
 ) -> dict[int, PartitionRestore]:
     """Read changelog partitions ``targets`` from the beginning to their end.
 
@@ -122,7 +141,9 @@ def read_changelog(
     partition (``read_committed``: the last stable offset) *and* the last offset marker equals the
     target. If the marker still differs ``settle_timeout_s`` after first reaching the end (an
     operator reset the group's offsets, or the group's offsets expired) a warning is logged and
-    the state read so far is used. Raises :class:`FatalRunnerError` on a fatal consumer error
+    the state read so far is used. ``on_progress({partition: records left})`` is called after
+    every fetch (records left = the partition's end when the restore started minus what was
+    read). Raises :class:`FatalRunnerError` on a fatal consumer error
     and :class:`RestoreInterrupted` when ``should_stop()`` returns true.
     """
     results = {p: PartitionRestore() for p in targets}
@@ -131,13 +152,13 @@ def read_changelog(
     consumer = _restore_consumer(kafka, group_id)
     pending = set(targets)
     first_eof: dict[int, float] = {}
+    ends: dict[int, int] = {}
+    read_to: dict[int, int] = {}
     t0 = time.monotonic()
     next_progress = t0 + progress_every_s
     try:
         for p in sorted(targets):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=10, cached=False
-            )
+            low, high = _watermarks(consumer, topic, p, t0 + settle_timeout_s, should_stop)
             if high <= low:  # empty: nothing to read and no transaction in flight
                 if targets[p] is not None:
                     log.warning(
@@ -148,6 +169,9 @@ def read_changelog(
                         hint="the changelog was deleted or recreated; starting from empty state",
                     )
                 pending.discard(p)
+            else:
+                ends[p] = high
+                read_to[p] = low
         if not pending:
             return results
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
@@ -161,6 +185,7 @@ def read_changelog(
                 p = m.partition()  # type: ignore[assignment]  # always set on messages and EOF events
                 if err is None:
                     results[p].add(m.key(), m.value())
+                    read_to[p] = m.offset() + 1  # type: ignore[operator]  # set on messages
                     continue
                 if err.code() != KafkaError._PARTITION_EOF:
                     if err.fatal():
@@ -169,6 +194,7 @@ def read_changelog(
                     continue
                 if p not in pending:
                     continue
+                read_to[p] = max(read_to.get(p, 0), m.offset() or 0)
                 res = results[p]
                 target = targets[p]
                 if res.marker == target:
@@ -198,6 +224,9 @@ def read_changelog(
                     # yet (or an older open transaction holds the last stable offset): keep
                     # reading until the marker arrives.
                     first_eof.setdefault(p, now)
+            if on_progress is not None:
+                on_progress({p: max(0, ends[p] - read_to[p]) if p in ends else 0
+                             for p in sorted(pending)})
             for p, since in list(first_eof.items()):
                 if p in pending and now - since > settle_timeout_s:
                     log.warning(

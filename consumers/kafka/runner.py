@@ -54,191 +54,72 @@ Failure policy for processor exceptions: an exception from ``process``/``take_ch
 is a bug in the stage, never data (bad input must go to the DLQ as a record). The runner aborts
 the open transaction (nothing of it becomes visible) and raises :class:`FatalRunnerError`.
 
-Run a stage from a shell (dev/tests)::
-
-    python -m consumers.kafka.runner --spec package.module:attr --bootstrap-servers S \\
-        --group-id G --topic logical=real [--topic ...] [--stop-at-end] [--instance-id ID]
+How the runner is split: the checkpoint (one transaction's work and its named steps, with an
+explicit status) is :mod:`consumers.kafka.checkpoint`; the transactional producer and its
+watchdog :mod:`consumers.kafka.transactional`; client configurations :mod:`consumers.kafka.clients`;
+names :mod:`consumers.kafka.naming`; batches, committed offsets and restore
+:mod:`consumers.kafka.partitions`; metrics and health :mod:`consumers.kafka.telemetry`. Run any
+stage from a shell with ``distillwatch run-stage`` (:mod:`consumers.run_stage`).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import os
+import enum
 import signal
-import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_INVALID,
-    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
 from consumers.config import KafkaSettings
-from consumers.core.stage import Processor, Record, StageSpec
+from consumers.core.stage import Processor, StageSpec
 from consumers.kafka.admin import changelog_spec, ensure_topics, partitions_of
-from consumers.kafka.changelog import (
-    OFFSET_MARKER_KEY,
-    RestoreInterrupted,
-    encode_marker,
-    read_changelog,
-)
-from consumers.kafka.errors import FatalRunnerError, TopicError
+from consumers.kafka.changelog import RestoreInterrupted
+from consumers.kafka.checkpoint import Checkpoint, TxnStatus
+from consumers.kafka.clients import RunnerOptions, consumer_config, kafka_error, producer_config
+from consumers.kafka.errors import FatalRunnerError, ProcessorFailure, TopicError
 from consumers.kafka.metrics import RunnerMetrics
+from consumers.kafka.naming import changelog_topic, transactional_id
+from consumers.kafka.partitions import committed_offsets, restore_processors, split_batch
+from consumers.kafka.telemetry import StageTelemetry, Telemetry
+from consumers.kafka.transactional import ProducerHung, TransactionalProducer
 
 __all__ = [
     "FatalRunnerError",
     "RunnerOptions",
+    "RunnerPhase",
     "StageRunner",
-    "consumer_config",
-    "default_instance_id",
-    "main",
-    "producer_config",
     "run_all",
 ]
 
 log = structlog.get_logger("distillwatch.kafka.runner")
 
-_EOF = KafkaError._PARTITION_EOF
 # What librdkafka reports when the coordinator bumped our epoch (fencing or transaction timeout).
 _FENCING_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )
-# committed() reports these without librdkafka's retriable flag; they are transient.
-_RETRIABLE_OFFSET_FETCH = frozenset(
-    {
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-        KafkaError._WAIT_COORD,
-        KafkaError.UNSTABLE_OFFSET_COMMIT,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.REQUEST_TIMED_OUT,
-    }
-)
+_DEFAULT_MAX_POLL_INTERVAL_MS = 300_000  # librdkafka's default max.poll.interval.ms
 
 
-def default_instance_id() -> str:
-    """``<hostname>-<pid>``: unique per process. Use a *stable* id (pod name) in production."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+class RunnerPhase(enum.Enum):
+    """The runner's life: ``NEW`` → ``RUNNING`` (consuming) → ``CLOSING`` (leaving the group:
+    rebalance callbacks then only hand partitions back) → ``STOPPED``."""
 
-
-@dataclass(slots=True)
-class RunnerOptions:
-    """How a :class:`StageRunner` runs.
-
-    ``instance_id`` should be stable across restarts of the same replica (a StatefulSet pod
-    name): the transactional id is ``{group_id}.{stage}.{instance_id}``, so a restarted replica
-    fences its predecessor and aborts its open transaction at once instead of after
-    ``transaction_timeout_ms``. ``static_membership`` additionally sets ``group.instance.id``
-    (KIP-345): a restart within ``session_timeout_ms`` gets its partitions back without a
-    rebalance, but a stopped member keeps its partitions until the session times out.
-    ``stop_at_end`` (demo, tests, replay) stops once every assigned input partition reached its
-    end and everything is committed. ``txn_call_timeout_s`` is passed to librdkafka's
-    transactional calls; a call still blocked ``txn_watchdog_margin_s`` later is treated as hung
-    (librdkafka issues #5456/#5511: ``send_offsets_to_transaction`` can ignore its timeout after a
-    broker restart): the producer is replaced and the runner resumes from the last checkpoint.
-    ``restore_settle_timeout_s`` (default ``transaction_timeout_ms`` + 10 s) bounds how long a
-    restore waits for the changelog to catch up with the committed offset (see
-    :mod:`consumers.kafka.changelog`); it is only reached after an operator reset the group's
-    offsets. ``fault_hook`` is for tests only: called with a point name (``"batch"``,
-    ``"checkpoint"``, ``"commit"``) and may raise to simulate failures.
-    """
-
-    group_id: str
-    instance_id: str = field(default_factory=default_instance_id)
-    commit_interval_ms: int = 1000
-    batch_size: int = 2000
-    poll_timeout_s: float = 0.1
-    transaction_timeout_ms: int = 60000
-    stop_at_end: bool = False
-    changelog_topic: str | None = None
-    create_changelog: bool = True
-    changelog_replication_factor: int = -1
-    static_membership: bool = False
-    session_timeout_ms: int = 45000
-    restore_settle_timeout_s: float | None = None
-    progress_interval_s: float = 10.0
-    linger_ms: int = 10
-    max_consecutive_aborts: int = 5
-    shutdown_retry_s: float = 30.0
-    txn_call_timeout_s: float = 10.0
-    txn_watchdog_margin_s: float = 10.0
-    max_producer_replacements: int = 3
-    consumer_overrides: dict[str, Any] = field(default_factory=dict)
-    producer_overrides: dict[str, Any] = field(default_factory=dict)
-    fault_hook: Callable[[str], None] | None = None
-
-
-def consumer_config(
-    kafka: KafkaSettings, spec: StageSpec, options: RunnerOptions
-) -> dict[str, Any]:
-    """librdkafka settings of the stage's group consumer (contains secrets: never log it)."""
-    conf = kafka.client_config()
-    conf.update(
-        {
-            "group.id": options.group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "enable.partition.eof": True,
-            "session.timeout.ms": options.session_timeout_ms,
-        }
-    )
-    if options.static_membership:
-        conf["group.instance.id"] = f"{spec.name}.{options.instance_id}"
-    conf.update(options.consumer_overrides)
-    return conf
-
-
-def producer_config(
-    kafka: KafkaSettings, spec: StageSpec, options: RunnerOptions
-) -> dict[str, Any]:
-    """librdkafka settings of the stage's transactional producer (contains secrets: never log it)."""
-    conf = kafka.client_config()
-    conf.update(
-        {
-            "transactional.id": f"{options.group_id}.{spec.name}.{options.instance_id}",
-            "enable.idempotence": True,
-            "transaction.timeout.ms": options.transaction_timeout_ms,
-            "linger.ms": options.linger_ms,
-            "batch.num.messages": 10000,
-            "compression.type": "lz4",
-            # Same key -> partition mapping as the Java clients (and Kafka Streams).
-            "partitioner": "murmur2_random",
-        }
-    )
-    conf.update(options.producer_overrides)
-    return conf
-
-
-class _ProcessorFailure(Exception):
-    """A processor raised: a bug in the stage (wrapped to tell it apart from Kafka errors)."""
-
-
-class _ProducerHung(FatalRunnerError):
-    """A transactional producer call did not return within its watchdog deadline."""
-
-
-def _kafka_error(exc: KafkaException) -> KafkaError | None:
-    err = exc.args[0] if exc.args else None
-    return err if isinstance(err, KafkaError) else None
+    NEW = "new"
+    RUNNING = "running"
+    CLOSING = "closing"
+    STOPPED = "stopped"
 
 
 class StageRunner:
@@ -247,6 +128,11 @@ class StageRunner:
     ``topics`` maps the stage's logical topic names (``spec.inputs`` and ``spec.outputs``) to real
     topic names. Call :meth:`run` (blocks; returns normally after :meth:`stop`, SIGTERM/SIGINT or
     ``stop_at_end``; raises :class:`FatalRunnerError` otherwise).
+
+    The work since the last commit is :attr:`checkpoint` (:class:`~consumers.kafka.checkpoint.
+    Checkpoint`); its status says what may happen next. ``ABORTED`` means the processors hold
+    uncommitted state: the loop rewinds (restores from the changelog, seeks back) before it
+    processes anything else.
     """
 
     def __init__(
@@ -267,32 +153,32 @@ class StageRunner:
         self.input_name = spec.inputs[0]
         self.input_topic = topics[self.input_name]
         self.output_topics = {name: topics[name] for name in spec.outputs}
-        self.changelog_topic = options.changelog_topic or kafka.internal_topic(
-            f"{options.group_id}.{spec.name}.changelog"
+        self.changelog_topic = options.changelog_topic or changelog_topic(
+            kafka, options.group_id, spec.name
         )
-        self.transactional_id = f"{options.group_id}.{spec.name}.{options.instance_id}"
+        self.transactional_id = transactional_id(options.group_id, spec.name, options.instance_id)
         self.metrics = RunnerMetrics(spec.outputs)
+        self.telemetry: StageTelemetry = (options.telemetry or Telemetry()).stage(self)
+        self.phase = RunnerPhase.NEW
+        self.checkpoint: Checkpoint | None = None
         self._log = log.bind(stage=spec.name, group=options.group_id, instance=options.instance_id)
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
+        self._producer: TransactionalProducer | None = None
         self._procs: dict[int, Processor] = {}
         self._next: dict[int, int | None] = {}  # next input offset per owned partition
         self._eof: dict[int, bool] = {}
-        self._processed: set[int] = set()  # partitions processed in the open transaction
-        self._txn_open = False
-        self._dirty = False  # processed records since the last commit
-        self._rewind_needed = False
+        self._end_seen: dict[int, int] = {}  # position at the last end-of-partition event
+        self._last_ts: dict[int, int] = {}  # Kafka timestamp of the last record processed
+        self._restoring: dict[int, int] = {}  # partition -> changelog records left to read
+        self._assignment_handled = False
         self._pending_exc: BaseException | None = None
-        self._fatal_error: KafkaError | None = None
-        self._closing = False
+        self._client_fatal: KafkaError | None = None  # from librdkafka's error callback
         self._consecutive_aborts = 0
         self._consecutive_replacements = 0
-        self._producer_hung = False
-        self._txn_started_at: float | None = None
-        self._last_checkpoint = time.monotonic()
         self._error_log_at: dict[int, float] = {}
-        self._ran = False
+        self.last_poll = time.monotonic()
+        self.max_poll_interval_s = _DEFAULT_MAX_POLL_INTERVAL_MS / 1000
 
     # ------------------------------------------------------------------ public API
 
@@ -320,6 +206,43 @@ class StageRunner:
         """Input partitions this runner currently owns (has a restored processor for)."""
         return sorted(self._procs)
 
+    def processors(self) -> dict[int, Processor]:
+        """A copy of partition -> processor (for metrics; read from any thread)."""
+        return dict(self._procs)
+
+    def positions(self) -> dict[int, int | None]:
+        """Per owned partition, how far the input was read: the next offset to process, or the
+        position at the last end of partition when that is further (past transaction markers)."""
+        out: dict[int, int | None] = {}
+        for p, nxt in list(self._next.items()):
+            end = self._end_seen.get(p)
+            out[p] = end if end is not None and (nxt is None or end > nxt) else nxt
+        return out
+
+    def last_record_ts(self, partition: int) -> int | None:
+        return self._last_ts.get(partition)
+
+    def restoring(self) -> dict[int, int]:
+        """Partition -> changelog records left to read, for partitions being restored."""
+        return dict(self._restoring)
+
+    @property
+    def live(self) -> bool:
+        """Not stuck: when running, the loop polled within ``max.poll.interval.ms`` (a restore
+        counts as polling: a restoring consumer is not dead)."""
+        if self.phase is not RunnerPhase.RUNNING:
+            return True
+        return time.monotonic() - self.last_poll <= self.max_poll_interval_s
+
+    @property
+    def ready(self) -> bool:
+        """Running with its first assignment handled and no partition being restored (or done:
+        a runner that stopped has nothing left to restore)."""
+        if self.phase is RunnerPhase.STOPPED:
+            return True
+        return (self.phase is RunnerPhase.RUNNING and self._assignment_handled
+                and not self._restoring)
+
     def run(self) -> None:
         """Consume, process, produce and checkpoint until stopped.
 
@@ -327,9 +250,9 @@ class StageRunner:
         Returns normally after a clean stop (everything processed is committed, the group is
         left). Raises :class:`FatalRunnerError` when it must not go on.
         """
-        if self._ran:
+        if self.phase is not RunnerPhase.NEW:
             raise RuntimeError("StageRunner.run() can be called once")
-        self._ran = True
+        self.phase = RunnerPhase.RUNNING
         previous = self._install_signals()
         try:
             self._start()
@@ -341,7 +264,7 @@ class StageRunner:
                     last_progress = now
                     self._log.info("progress", **self.metrics.snapshot(), stage_state=self.stage_state())
             self._shutdown()
-        except _ProcessorFailure as exc:
+        except ProcessorFailure as exc:
             self._fail_cleanup()
             raise FatalRunnerError(str(exc)) from exc.__cause__
         except FatalRunnerError:
@@ -354,6 +277,7 @@ class StageRunner:
             self._fail_cleanup()
             raise
         finally:
+            self.phase = RunnerPhase.STOPPED
             self._restore_signals(previous)
             self._log.info("runner_exit", **self.metrics.snapshot(), stage_state=self.stage_state())
 
@@ -404,8 +328,15 @@ class StageRunner:
     def _start(self) -> None:
         self._check_topics()
         self._new_producer()
-        cconf = consumer_config(self.kafka, self.spec, self.options)
+        self.checkpoint = self._new_checkpoint()
+        cconf = consumer_config(self.kafka, self.spec.name, self.options)
         cconf["error_cb"] = self._on_client_error
+        if self.options.statistics_interval_ms > 0:
+            cconf["statistics.interval.ms"] = self.options.statistics_interval_ms
+            cconf["stats_cb"] = self.telemetry.on_statistics
+        self.max_poll_interval_s = (
+            int(cconf.get("max.poll.interval.ms", _DEFAULT_MAX_POLL_INTERVAL_MS)) / 1000
+        )
         self._consumer = Consumer(cconf)
         self._consumer.subscribe(
             [self.input_topic],
@@ -413,7 +344,7 @@ class StageRunner:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        self._last_checkpoint = time.monotonic()
+        self.last_poll = time.monotonic()
         self._log.info(
             "runner_started",
             input=self.input_topic,
@@ -424,30 +355,23 @@ class StageRunner:
 
     def _shutdown(self) -> None:
         self._log.info("runner_stopping")
-        self._checkpoint_or_rewind("shutdown")
+        self._commit_or_rewind("shutdown")
         self._raise_pending()
-        self._closing = True
+        self.phase = RunnerPhase.CLOSING
         assert self._consumer is not None and self._producer is not None
         self._consumer.close()  # revokes (nothing left to commit) and leaves the group
         self._raise_pending()
-        if not self._producer_hung:
-            self._producer.flush(10)
+        self._producer.flush(10)
 
     def _fail_cleanup(self) -> None:
         """Best effort after a fatal error: abort the open transaction, leave the group."""
-        self._closing = True
+        self.phase = RunnerPhase.CLOSING
         self._stop.set()
-        if (
-            self._producer is not None
-            and self._txn_open
-            and self._fatal_error is None
-            and not self._producer_hung
-        ):
-            try:
-                self._producer.abort_transaction(10)
-            except Exception:  # noqa: BLE001 - already failing; the broker aborts it on timeout
-                pass
-            self._txn_open = False
+        cp = self.checkpoint
+        if (self._producer is not None and cp is not None and cp.txn_open
+                and self._client_fatal is None):
+            self._producer.abort_quietly(10)
+            cp.abandon()
         if self._consumer is not None:
             try:
                 self._consumer.close()
@@ -457,85 +381,64 @@ class StageRunner:
     # ------------------------------------------------------------------ the loop
 
     def _raise_pending(self) -> None:
-        if self._fatal_error is not None and self._txn_timed_out(self._fatal_error):
-            err, self._fatal_error = self._fatal_error, None
+        if self._client_fatal is not None and self._txn_timed_out(self._client_fatal):
+            err, self._client_fatal = self._client_fatal, None
+            # abandons the checkpoint: the loop rewinds before processing again
             self._replace_producer(KafkaException(err), "transaction timed out at the coordinator")
-            self._rewind_needed = True
         if self._pending_exc is not None:
             exc, self._pending_exc = self._pending_exc, None
             raise exc
-        if self._fatal_error is not None:
+        if self._client_fatal is not None:
             raise FatalRunnerError(
-                f"stage {self.spec.name!r}: fatal Kafka client error: {self._fatal_error}"
+                f"stage {self.spec.name!r}: fatal Kafka client error: {self._client_fatal}"
             )
+
+    def _raise_if_client_fatal(self) -> None:
+        """Called while the producer's queue is full: stop waiting on a fatal client error."""
+        if self._client_fatal is not None:
+            self._raise_pending()
 
     def _step(self) -> None:
         consumer = self._consumer
         assert consumer is not None and self._producer is not None
         msgs = consumer.consume(self.options.batch_size, self.options.poll_timeout_s)
+        self.last_poll = time.monotonic()
         self._raise_pending()
-        if self._rewind_needed:
-            self._rewind("transaction aborted during rebalance")
+        cp = self.checkpoint
+        assert cp is not None
+        if cp.status is TxnStatus.ABORTED:
+            self._rewind("transaction aborted")
             return
         try:
             if msgs:
                 if self.options.fault_hook is not None:
                     self.options.fault_hook("batch")
+                t0 = time.monotonic()
                 self._process(msgs)
+                self.telemetry.batch_done(time.monotonic() - t0)
             self._producer.poll(0)
-            now = time.monotonic()
-            if (
-                self._dirty
-                and (now - self._last_checkpoint) * 1000 >= self.options.commit_interval_ms
-            ):
-                self._checkpoint("interval")
+            cp = self.checkpoint
+            assert cp is not None
+            if cp.dirty and cp.age_s() * 1000 >= self.options.commit_interval_ms:
+                self._commit("interval")
             if (
                 self.options.stop_at_end
                 and self._procs
                 and not self._stop.is_set()
                 and all(self._eof.get(p, False) for p in self._procs)
             ):
-                self._checkpoint("end")
-                if not self._rewind_needed:
+                self._commit("end")
+                if self.checkpoint is None or self.checkpoint.status is not TxnStatus.ABORTED:
                     self._log.info("input_exhausted", partitions=sorted(self._procs))
                     self._stop.set()
         except KafkaException as exc:
             self._handle_kafka_exception(exc)
-        except _ProducerHung as exc:
+        except ProducerHung as exc:
             self._replace_producer(exc)
             self._rewind(f"producer replaced: {exc}")
 
     def _process(self, msgs: list[Message]) -> None:
-        in_name = self.input_topic  # the real name: processors put it in DLQ headers
-        by_part: dict[int, list[Record]] = {}
-        eof_at: dict[int, int] | None = None
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() == _EOF:
-                    if eof_at is None:
-                        eof_at = {}
-                    eof_at[m.partition()] = m.offset()  # type: ignore[index,assignment]  # set on EOF events
-                else:
-                    self._consumer_error(err)
-                continue
-            # a message without error always has partition and offset; keep the hot loop cast-free
-            p: int = m.partition()  # type: ignore[assignment]
-            recs = by_part.get(p)
-            if recs is None:
-                recs = by_part[p] = []
-            ts_type, ts = m.timestamp()
-            recs.append(
-                Record(
-                    in_name,
-                    m.key(),
-                    m.value(),  # type: ignore[arg-type]  # None (a tombstone) goes to the DLQ
-                    p,
-                    m.offset(),  # type: ignore[arg-type]
-                    m.headers(),  # type: ignore[arg-type]
-                    ts if ts_type != TIMESTAMP_NOT_AVAILABLE else None,
-                )
-            )
+        by_part, eof_at = split_batch(msgs, self.input_topic, self._consumer_error)
         eof = self._eof
         procs = self._procs
         for p in by_part:
@@ -544,8 +447,12 @@ class StageRunner:
         if eof_at:
             for p, end in eof_at.items():
                 recs = by_part.get(p)
-                if p in procs and (not recs or recs[-1].offset < end):
-                    eof[p] = True
+                if p in procs:
+                    self._end_seen[p] = end
+                    if not recs or recs[-1].offset < end:
+                        eof[p] = True
+        cp = self.checkpoint
+        assert cp is not None
         for p, recs in by_part.items():
             proc = procs.get(p)
             if proc is None:  # fetched before a revoke/rewind: never processed, not committed
@@ -560,205 +467,72 @@ class StageRunner:
             try:
                 outs = proc.process(recs)
             except Exception as exc:
-                raise _ProcessorFailure(
+                raise ProcessorFailure(
                     f"stage {self.spec.name!r}: processor of partition {p} raised "
                     f"{type(exc).__name__}: {exc} (offsets {recs[0].offset}..{recs[-1].offset})"
                 ) from exc
-            self._dirty = True
-            self._processed.add(p)
-            self._next[p] = recs[-1].offset + 1
+            cp.mark_processed(p)
+            last = recs[-1]
+            self._next[p] = last.offset + 1
+            if last.timestamp_ms is not None:
+                self._last_ts[p] = last.timestamp_ms
             self.metrics.consumed += len(recs)
             if outs:
-                self._emit(outs)
-
-    def _begin(self) -> None:
-        if not self._txn_open:
-            assert self._producer is not None
-            self._producer.begin_transaction()
-            self._txn_open = True
-            self._txn_started_at = time.monotonic()
-
-    def _emit(self, outs: list[Record]) -> None:
-        self._begin()
-        producer = self._producer
-        assert producer is not None
-        produce = producer.produce
-        topics = self.output_topics
-        counts = self.metrics.produced
-        for rec in outs:
-            try:
-                topic = topics[rec.topic]
-            except KeyError:
-                raise _ProcessorFailure(
-                    f"stage {self.spec.name!r} emitted to undeclared topic {rec.topic!r} "
-                    f"(declared: {sorted(topics)})"
-                ) from None
-            try:
-                produce(topic, rec.value, rec.key, headers=rec.headers)  # type: ignore[arg-type]
-            except BufferError:
-                self._produce_blocking(topic, rec.value, rec.key, headers=rec.headers)
-            counts[rec.topic] += 1
-
-    def _produce_blocking(self, topic: str, value: Any, key: Any, **kwargs: Any) -> None:
-        """Produce, polling for delivery reports while the local queue is full."""
-        producer = self._producer
-        assert producer is not None
-        while True:
-            producer.poll(0.05)
-            try:
-                producer.produce(topic, value, key, **kwargs)
-                return
-            except BufferError:
-                if self._fatal_error is not None:
-                    self._raise_pending()
+                cp.emit(outs, self.metrics.produced)
+                self.telemetry.outputs(outs)
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _checkpoint(self, reason: str) -> None:
-        """Commit outputs + state changes + offsets of the open transaction (if any work)."""
-        if not self._dirty:
-            return
-        t0 = time.monotonic()
-        producer = self._producer
+    def _new_checkpoint(self) -> Checkpoint:
+        assert self._producer is not None
+        return Checkpoint(self._producer, stage=self.spec.name, input_topic=self.input_topic,
+                          changelog_topic=self.changelog_topic, output_topics=self.output_topics)
+
+    def _commit(self, reason: str) -> None:
+        """Commit the current checkpoint (if it did any work) and start the next one."""
         consumer = self._consumer
-        assert producer is not None and consumer is not None
-        hook = self.options.fault_hook
-        if hook is not None:
-            hook("checkpoint")
-        self._begin()
-        changelog = self.changelog_topic
-        offsets: list[TopicPartition] = []
-        n_changes = 0
-        for p, proc in self._procs.items():
-            try:
-                changes = proc.take_changes()
-            except Exception as exc:
-                raise _ProcessorFailure(
-                    f"stage {self.spec.name!r}: take_changes() of partition {p} raised "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            for key, value in changes:
-                try:
-                    producer.produce(changelog, value, key, partition=p)
-                except BufferError:
-                    self._produce_blocking(changelog, value, key, partition=p)
-            n_changes += len(changes)
-            nxt = self._next.get(p)
-            if nxt is not None and (changes or p in self._processed):
-                marker = encode_marker(nxt)
-                try:
-                    producer.produce(changelog, marker, OFFSET_MARKER_KEY, partition=p)
-                except BufferError:
-                    self._produce_blocking(changelog, marker, OFFSET_MARKER_KEY, partition=p)
-                n_changes += 1
-                offsets.append(TopicPartition(self.input_topic, p, nxt))
-        timeout = self.options.txn_call_timeout_s
-        if offsets:
-            group_metadata = consumer.consumer_group_metadata()
-            self._retrying(
-                lambda: producer.send_offsets_to_transaction(offsets, group_metadata, timeout),
-                "send_offsets_to_transaction",
-            )
-
-        def commit() -> None:
-            if hook is not None:
-                hook("commit")
-            producer.commit_transaction(timeout)
-
-        self._retrying(commit, "commit_transaction")
-        self._txn_open = False
-        self._txn_started_at = None
-        self._dirty = False
-        self._processed.clear()
+        cp = self.checkpoint
+        assert consumer is not None and cp is not None
+        summary = cp.commit(self._procs, self._next, consumer.consumer_group_metadata,
+                            self.options.fault_hook)
+        if summary is None:
+            return
+        self.checkpoint = self._new_checkpoint()
         self._consecutive_aborts = 0
         self._consecutive_replacements = 0
-        now = time.monotonic()
-        self._last_checkpoint = now
         m = self.metrics
         m.checkpoints += 1
-        m.changelog_records += n_changes
-        m.last_checkpoint_ms = (now - t0) * 1000
+        m.changelog_records += summary.changelog_records
+        m.last_checkpoint_ms = summary.seconds * 1000
+        self.telemetry.checkpoint_done(summary.seconds)
         if reason != "interval":
             self._log.info(
                 "checkpoint",
                 reason=reason,
-                partitions=len(offsets),
-                changelog_records=n_changes,
+                partitions=summary.partitions,
+                changelog_records=summary.changelog_records,
                 ms=round(m.last_checkpoint_ms, 1),
             )
 
-    def _checkpoint_or_rewind(self, reason: str) -> None:
+    def _commit_or_rewind(self, reason: str) -> None:
         try:
-            self._checkpoint(reason)
+            self._commit(reason)
         except KafkaException as exc:
             self._handle_kafka_exception(exc)
 
-    def _retrying(self, fn: Callable[[], Any], what: str) -> Any:
-        """Call ``fn``, retrying retriable Kafka errors with backoff (forever unless stopping)."""
-        delay = 0.1
-        start = time.monotonic()
-        while True:
-            try:
-                return self._txn_call(fn, what)
-            except KafkaException as exc:
-                err = _kafka_error(exc)
-                if err is None or err.fatal() or err.txn_requires_abort() or not err.retriable():
-                    raise
-                waited = time.monotonic() - start
-                if self._stop.is_set() and waited > self.options.shutdown_retry_s:
-                    raise FatalRunnerError(
-                        f"stage {self.spec.name!r}: {what} still failing after {waited:.0f}s "
-                        f"while stopping: {err}"
-                    ) from exc
-                self._log.warning("kafka_retry", op=what, error=str(err), waited_s=round(waited, 1))
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                if self._producer is not None:
-                    self._producer.poll(0)
-
-    def _txn_call(self, fn: Callable[[], Any], what: str) -> Any:
-        """Run a blocking transactional producer call under a watchdog.
-
-        librdkafka may ignore the timeout of a transactional call (issues #5456, #5511: seen here
-        with ``send_offsets_to_transaction`` after a broker restart). The call runs in a helper
-        thread; if it has not returned ``txn_call_timeout_s + txn_watchdog_margin_s`` later,
-        :class:`_ProducerHung` is raised and the producer must be replaced. The stuck thread
-        keeps the only reference to the old producer, so it is never destroyed from here.
-        """
-        outcome: list[tuple[bool, Any]] = []
-        done = threading.Event()
-
-        def target() -> None:
-            try:
-                outcome.append((True, fn()))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                outcome.append((False, exc))
-            finally:
-                done.set()
-
-        threading.Thread(target=target, name=f"kafka-{what}", daemon=True).start()
-        deadline = self.options.txn_call_timeout_s + self.options.txn_watchdog_margin_s
-        if not done.wait(deadline):
-            self._producer_hung = True
-            raise _ProducerHung(
-                f"stage {self.spec.name!r}: {what} did not return within {deadline:.0f}s"
-            )
-        ok, value = outcome[0]
-        if ok:
-            return value
-        raise value
-
     def _new_producer(self) -> None:
-        """Create the transactional producer and initialise transactions (fences predecessors)."""
-        pconf = producer_config(self.kafka, self.spec, self.options)
+        """Create the transactional producer and initialise transactions (fences predecessors).
+
+        The current checkpoint (if any) keeps the old producer: it is finished (aborted) and the
+        rewind that must follow starts a new checkpoint with the new producer."""
+        o = self.options
+        pconf = producer_config(self.kafka, self.spec.name, o)
         pconf["error_cb"] = self._on_client_error
-        producer = Producer(pconf)
-        self._producer = producer
-        self._producer_hung = False
-        self._txn_open = False
-        self._txn_started_at = None
-        timeout = self.options.txn_call_timeout_s
-        self._retrying(lambda: producer.init_transactions(timeout), "init_transactions")
+        self._producer = TransactionalProducer(
+            pconf, name=self.spec.name, call_timeout_s=o.txn_call_timeout_s,
+            watchdog_margin_s=o.txn_watchdog_margin_s, shutdown_retry_s=o.shutdown_retry_s,
+            should_stop=self._stop.is_set, on_full=self._raise_if_client_fatal, log=self._log)
+        self._producer.init_transactions()
 
     def _txn_timed_out(self, err: KafkaError | None) -> bool:
         """True when ``err`` is the epoch bump of *our* transaction timing out at the coordinator.
@@ -768,10 +542,10 @@ class StageRunner:
         cause (recoverable: new producer, rewind); otherwise another instance with the same
         transactional id fenced us (fatal).
         """
-        if err is None or err.code() not in _FENCING_CODES or self._txn_started_at is None:
+        if err is None or err.code() not in _FENCING_CODES or self.checkpoint is None:
             return False
-        age_ms = (time.monotonic() - self._txn_started_at) * 1000
-        return age_ms >= self.options.transaction_timeout_ms
+        age_ms = self.checkpoint.txn_age_ms()
+        return age_ms is not None and age_ms >= self.options.transaction_timeout_ms
 
     def _replace_producer(
         self,
@@ -779,7 +553,7 @@ class StageRunner:
         why: str = "transactional call hung (librdkafka #5456/#5511)",
     ) -> None:
         """Give up the producer: a new one with the same transactional id fences it and aborts its
-        open transaction. The caller must rewind (or flag a rewind)."""
+        open transaction. The checkpoint is abandoned: the loop rewinds before processing again."""
         self._consecutive_replacements += 1
         self.metrics.producer_replacements += 1
         self._log.error(
@@ -793,68 +567,61 @@ class StageRunner:
                 f"stage {self.spec.name!r}: producer hung {self._consecutive_replacements} times "
                 f"in a row: {cause}"
             ) from cause
-        self._dirty = False
-        self._processed.clear()
+        if self.checkpoint is not None:
+            self.checkpoint.abandon()
         try:
             self._new_producer()
-        except _ProducerHung as exc:
+        except ProducerHung as exc:
             raise FatalRunnerError(
                 f"stage {self.spec.name!r}: new producer hung too: {exc}"
             ) from exc
 
     def _handle_kafka_exception(self, exc: KafkaException) -> None:
-        err = _kafka_error(exc)
+        err = kafka_error(exc)
         if err is not None and err.fatal() and self._txn_timed_out(err):
-            self._fatal_error = None
+            self._client_fatal = None
             self._replace_producer(exc, "transaction timed out at the coordinator")
             self._rewind(f"transaction timed out: {err}")
             return
         if err is not None and err.fatal():
-            self._fatal_error = err
+            self._client_fatal = err
             raise FatalRunnerError(f"stage {self.spec.name!r}: fatal Kafka error: {err}") from exc
         self._abort_transaction(str(err) if err is not None else str(exc))
         self._rewind(f"transaction aborted: {err}")
 
     def _abort_transaction(self, reason: str) -> None:
-        """Abort the open transaction (if any); its outputs never become visible."""
+        """Abort the checkpoint's transaction (if open); its outputs never become visible."""
         self._consecutive_aborts += 1
         self.metrics.aborts += 1
+        self.telemetry.aborted()
         self._log.warning("transaction_abort", reason=reason, consecutive=self._consecutive_aborts)
         if self._consecutive_aborts > self.options.max_consecutive_aborts:
             raise FatalRunnerError(
                 f"stage {self.spec.name!r}: {self._consecutive_aborts} transactions aborted in a "
                 f"row without a successful commit; last reason: {reason}"
             )
-        if self._txn_open:
-            producer = self._producer
-            assert producer is not None
-            try:
-                self._retrying(
-                    lambda: producer.abort_transaction(self.options.txn_call_timeout_s),
-                    "abort_transaction",
-                )
-            except _ProducerHung as hung:
-                self._replace_producer(hung)  # the new producer's init aborts the transaction
-            except KafkaException as exc:
-                err = _kafka_error(exc)
-                if self._txn_timed_out(err):
-                    self._fatal_error = None
-                    # The coordinator already aborted it; a new producer starts clean.
-                    self._replace_producer(exc, "transaction timed out at the coordinator")
-                    return
-                if err is not None:
-                    self._fatal_error = err
-                raise FatalRunnerError(
-                    f"stage {self.spec.name!r}: abort_transaction failed: {exc}"
-                ) from exc
-            self._txn_open = False
-            self._txn_started_at = None
-        self._dirty = False
-        self._processed.clear()
+        cp = self.checkpoint
+        assert cp is not None
+        try:
+            cp.abort()
+        except ProducerHung as hung:
+            self._replace_producer(hung)  # the new producer's init aborts the transaction
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if self._txn_timed_out(err):
+                self._client_fatal = None
+                # The coordinator already aborted it; a new producer starts clean.
+                self._replace_producer(exc, "transaction timed out at the coordinator")
+                return
+            if err is not None:
+                self._client_fatal = err
+            raise FatalRunnerError(
+                f"stage {self.spec.name!r}: abort_transaction failed: {exc}"
+            ) from exc
 
     def _rewind(self, reason: str) -> None:
         """After an abort: rebuild every owned processor from the changelog and seek back."""
-        self._rewind_needed = False
+        self.checkpoint = self._new_checkpoint()
         parts = sorted(self._procs)
         self._drop(parts)
         if not parts:
@@ -872,75 +639,46 @@ class StageRunner:
             consumer.seek(
                 TopicPartition(self.input_topic, p, off if off is not None else OFFSET_BEGINNING)
             )
-        self._last_checkpoint = time.monotonic()
+        self.checkpoint = self._new_checkpoint()
 
     # ------------------------------------------------------------------ partitions
 
     def _committed(self, parts: Sequence[int]) -> dict[int, int | None]:
-        """Stable committed offsets (read_committed consumers wait for pending transactions)."""
         consumer = self._consumer
         assert consumer is not None
-        tps = [TopicPartition(self.input_topic, p) for p in parts]
-        start = time.monotonic()
-        while True:
-            try:
-                res = consumer.committed(tps, timeout=10)
-                break
-            except KafkaException as exc:
-                err = _kafka_error(exc)
-                if (
-                    err is None
-                    or err.fatal()
-                    or not (err.retriable() or err.code() in _RETRIABLE_OFFSET_FETCH)
-                ):
-                    raise
-                if self._stop.is_set():
-                    raise RestoreInterrupted("stop requested while fetching offsets") from exc
-                # A previous owner's transaction is still pending (it crashed with offsets sent):
-                # the broker answers once it commits or times out.
-                self._log.warning(
-                    "waiting_for_stable_offsets",
-                    partitions=list(parts),
-                    waited_s=round(time.monotonic() - start, 1),
-                    error=str(err),
-                )
-        out: dict[int, int | None] = {}
-        for tp in res:
-            if tp.error is not None:
-                raise FatalRunnerError(
-                    f"committed offset of {tp.topic}[{tp.partition}]: {tp.error}"
-                )
-            out[tp.partition] = tp.offset if tp.offset >= 0 else None
-        return out
+        return committed_offsets(consumer, self.input_topic, parts, should_stop=self._stop.is_set,
+                                 on_wait=self._waiting_for_offsets)
+
+    def _waiting_for_offsets(self, parts: Sequence[int], waited_s: float, error: str) -> None:
+        # A previous owner's transaction is still pending (it crashed with offsets sent): the
+        # broker answers once it commits or times out. Waiting on the broker is not being stuck.
+        self.last_poll = time.monotonic()
+        self._log.warning("waiting_for_stable_offsets", partitions=list(parts),
+                          waited_s=round(waited_s, 1), error=error)
+
+    def _restore_progress(self, remaining: dict[int, int]) -> None:
+        """Called by the changelog reader while it restores (a restoring runner is alive)."""
+        self._restoring = dict(remaining)
+        self.last_poll = time.monotonic()
 
     def _restore(self, committed: dict[int, int | None]) -> None:
         t0 = time.monotonic()
         settle = self.options.restore_settle_timeout_s
         if settle is None:
             settle = self.options.transaction_timeout_ms / 1000 + 10
-        results = read_changelog(
-            self.kafka,
-            self.changelog_topic,
-            committed,
-            group_id=self.options.group_id,
-            settle_timeout_s=settle,
-            should_stop=self._stop.is_set,
-        )
-        records = 0
-        for p, res in sorted(results.items()):
-            proc = self.spec.factory(p)
-            try:
-                if res.entries:
-                    proc.restore(list(res.entries.items()))
-            except Exception as exc:
-                raise _ProcessorFailure(
-                    f"stage {self.spec.name!r}: restore() of partition {p} raised "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+        self._restoring = dict.fromkeys(committed, 0)
+        try:
+            procs, results = restore_processors(
+                self.kafka, self.spec, self.changelog_topic, committed,
+                group_id=self.options.group_id, settle_timeout_s=settle,
+                should_stop=self._stop.is_set, on_progress=self._restore_progress)
+        finally:
+            self._restoring = {}
+        for p, proc in procs.items():
             self._procs[p] = proc
             self._next[p] = committed[p]
             self._eof[p] = False
-            records += res.records
+        records = sum(r.records for r in results.values())
         seconds = time.monotonic() - t0
         self.metrics.restored_records += records
         self.metrics.restore_seconds += seconds
@@ -958,14 +696,21 @@ class StageRunner:
             self._procs.pop(p, None)
             self._next.pop(p, None)
             self._eof.pop(p, None)
-            self._processed.discard(p)
+            self._end_seen.pop(p, None)
+            self._last_ts.pop(p, None)
+            if self.checkpoint is not None:
+                self.checkpoint.forget(p)
+        self.telemetry.partitions_dropped(parts)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
             parts = sorted(tp.partition for tp in partitions if tp.topic == self.input_topic)
             self.metrics.assigned += len(parts)
-            if self._closing or self._pending_exc is not None or not parts:
+            self.telemetry.rebalanced("assign", len(parts))
+            if (self.phase is not RunnerPhase.RUNNING or self._pending_exc is not None
+                    or not parts):
                 consumer.incremental_assign(partitions)
+                self._assignment_handled = True
                 return
             self._log.info("partitions_assigned", partitions=parts)
             try:
@@ -983,6 +728,7 @@ class StageRunner:
                     for p in parts
                 ]
             )
+            self._assignment_handled = True
         except BaseException as exc:  # surfaced by the loop after consume() returns
             self._pending_exc = exc
             try:
@@ -992,23 +738,25 @@ class StageRunner:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = sorted(tp.partition for tp in partitions if tp.topic == self.input_topic)
+        closing = self.phase is not RunnerPhase.RUNNING
         try:
             self.metrics.revoked += len(parts)
-            if not self._closing:
+            self.telemetry.rebalanced("revoke", len(parts))
+            if not closing:
                 self._log.info("partitions_revoked", partitions=parts)
-            if not self._closing and self._pending_exc is None and self._dirty:
+            cp = self.checkpoint
+            if not closing and self._pending_exc is None and cp is not None and cp.dirty:
                 try:
-                    self._checkpoint("revoke")
+                    self._commit("revoke")
                 except KafkaException as exc:
-                    err = _kafka_error(exc)
+                    err = kafka_error(exc)
                     if err is not None and err.fatal():
-                        self._fatal_error = err
+                        self._client_fatal = err
                     else:
+                        # leaves the checkpoint ABORTED: the loop rewinds
                         self._abort_transaction(f"checkpoint on revoke failed: {err}")
-                        self._rewind_needed = True
-                except _ProducerHung as hung:
-                    self._replace_producer(hung)
-                    self._rewind_needed = True
+                except ProducerHung as hung:
+                    self._replace_producer(hung)  # checkpoint abandoned: the loop rewinds
         except BaseException as exc:
             self._pending_exc = exc
         finally:
@@ -1016,18 +764,20 @@ class StageRunner:
             try:
                 consumer.incremental_unassign(partitions)
             except Exception as exc:  # noqa: BLE001
-                if self._pending_exc is None and not self._closing:
+                if self._pending_exc is None and not closing:
                     self._pending_exc = exc
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = sorted(tp.partition for tp in partitions if tp.topic == self.input_topic)
         try:
             self.metrics.lost += len(parts)
+            self.telemetry.rebalanced("lost", len(parts))
             self._log.warning("partitions_lost", partitions=parts)
-            if not self._closing and (self._dirty or self._txn_open):
-                # Another member may own these already: our open work must not commit.
+            cp = self.checkpoint
+            if self.phase is RunnerPhase.RUNNING and cp is not None and cp.dirty:
+                # Another member may own these already: our open work must not commit (the
+                # checkpoint ends ABORTED: the loop rewinds).
                 self._abort_transaction("partitions lost")
-                self._rewind_needed = True
         except BaseException as exc:
             self._pending_exc = exc
         finally:
@@ -1042,7 +792,7 @@ class StageRunner:
     def _on_client_error(self, err: KafkaError) -> None:
         """librdkafka ``error_cb`` (background errors: broker down, fatal producer errors)."""
         if err.fatal():
-            self._fatal_error = err
+            self._client_fatal = err
             self._log.error("kafka_fatal_error", error=str(err))
             return
         now = time.monotonic()
@@ -1053,7 +803,7 @@ class StageRunner:
 
     def _consumer_error(self, err: KafkaError) -> None:
         if err.fatal():
-            self._fatal_error = err
+            self._client_fatal = err
             raise FatalRunnerError(f"stage {self.spec.name!r}: fatal consumer error: {err}")
         self._on_client_error(err)
 
@@ -1098,108 +848,3 @@ def run_all(runners: Sequence[StageRunner]) -> None:
             signal.signal(signum, h)
     if errors:
         raise errors[0]
-
-
-# ---------------------------------------------------------------------- dev entry point
-
-
-def load_spec(ref: str) -> StageSpec:
-    """Import ``package.module:attr``; ``attr`` is a StageSpec or a callable returning one."""
-    module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"--spec must look like package.module:attr, not {ref!r}")
-    obj = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not isinstance(obj, StageSpec) and callable(obj):
-        obj = obj()
-    if not isinstance(obj, StageSpec):
-        raise TypeError(f"{ref} is not a StageSpec")
-    return obj
-
-
-def parse_topic_map(items: Sequence[str]) -> dict[str, str]:
-    """``["logical=real", ...]`` -> ``{"logical": "real"}``."""
-    out: dict[str, str] = {}
-    for item in items:
-        logical, sep, real = item.partition("=")
-        if not sep or not logical or not real:
-            raise ValueError(f"--topic must look like logical=real, not {item!r}")
-        out[logical] = real
-    return out
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the dev entry point (``python -m consumers.kafka.runner``)."""
-    parser.add_argument("--spec", required=True, help="package.module:attr of a StageSpec")
-    parser.add_argument("--bootstrap-servers", default=None)
-    parser.add_argument("--group-id", required=True)
-    parser.add_argument(
-        "--topic",
-        action="append",
-        default=[],
-        metavar="LOGICAL=REAL",
-        help="map a logical topic of the stage to a real topic (repeat)",
-    )
-    parser.add_argument("--instance-id", default=None)
-    parser.add_argument("--static-membership", action="store_true")
-    parser.add_argument("--session-timeout-ms", type=int, default=45000)
-    parser.add_argument("--commit-interval-ms", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=2000)
-    parser.add_argument("--transaction-timeout-ms", type=int, default=60000)
-    parser.add_argument("--changelog-topic", default=None)
-    parser.add_argument("--stop-at-end", action="store_true")
-    parser.add_argument("--progress-interval-s", type=float, default=10.0)
-    parser.add_argument("--txn-call-timeout-s", type=float, default=10.0)
-    parser.add_argument("--txn-watchdog-margin-s", type=float, default=10.0)
-
-
-def configure_logging() -> None:
-    """JSON lines on stderr (used by the dev entry point only)."""
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one stage until stopped. Exit codes: 0 clean stop, 2 fatal runner error, 1 other."""
-    parser = argparse.ArgumentParser(prog="python -m consumers.kafka.runner", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    configure_logging()
-    kafka = KafkaSettings()
-    if args.bootstrap_servers:
-        kafka = kafka.model_copy(update={"bootstrap_servers": args.bootstrap_servers})
-    spec = load_spec(args.spec)
-    options = RunnerOptions(
-        group_id=args.group_id,
-        instance_id=args.instance_id or default_instance_id(),
-        static_membership=args.static_membership,
-        session_timeout_ms=args.session_timeout_ms,
-        commit_interval_ms=args.commit_interval_ms,
-        batch_size=args.batch_size,
-        transaction_timeout_ms=args.transaction_timeout_ms,
-        changelog_topic=args.changelog_topic,
-        stop_at_end=args.stop_at_end,
-        progress_interval_s=args.progress_interval_s,
-        txn_call_timeout_s=args.txn_call_timeout_s,
-        txn_watchdog_margin_s=args.txn_watchdog_margin_s,
-    )
-    runner = StageRunner(kafka, spec, parse_topic_map(args.topic), options)
-    try:
-        runner.run()
-    except FatalRunnerError as exc:
-        log.error("runner_fatal", stage=spec.name, error=str(exc), exit_code=2)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

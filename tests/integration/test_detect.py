@@ -27,7 +27,8 @@ from consumers.config import DetectSettings, KafkaSettings
 from consumers.contract.flags import Flag
 from consumers.core.config import DetectorConfig
 from consumers.core.pipeline import LocalPipeline
-from consumers.detect import build_runners, ensure_pipeline_topics, pipeline_topics
+from consumers.kafka.deployment import build_runners, ensure_pipeline_topics
+from consumers.kafka.naming import pipeline_topics
 from tests.eventgen import scenario
 from tests.kafka_helpers import TopicSpec, consume_all, create_topics, produce, run_own_broker
 

@@ -38,10 +38,11 @@ from consumers.config import KafkaSettings
 from consumers.core.account_stage import MODEL_KEY, AccountProcessor
 from consumers.core.config import DetectorConfig
 from consumers.core.pipeline import LocalPipeline
-from consumers.diff import compare
 from consumers.diff import run as diff_run
+from consumers.file_replay import replay_file
+from consumers.flag_diff import compare
 from consumers.kafka.changelog import read_changelog
-from consumers.replay_topic import DEFAULT_FLAGS_TOPIC_PREFIX
+from consumers.kafka.topic_replay import DEFAULT_FLAGS_TOPIC_PREFIX
 from consumers.sim.generator import generate
 from consumers.sim.writer import produce_events
 from tests.eventgen import T0, valid_event, write_jsonl
@@ -120,7 +121,7 @@ def file_replay(lines: list[bytes], tmp_path: Path, name: str) -> list[bytes]:
     """Flags of ``replay --input`` over exactly these messages, in this order."""
     src = write_jsonl(tmp_path / f"{name}.in.jsonl", lines)
     out = tmp_path / f"{name}.flags.jsonl"
-    replay.replay_file(str(src), str(out), DetectorConfig())
+    replay_file(str(src), str(out), DetectorConfig())
     return out.read_bytes().splitlines()
 
 

@@ -168,7 +168,7 @@ def settings(bootstrap: str) -> KafkaSettings:
 
 
 class Proc:
-    """A runner subprocess (``python -m consumers.kafka.runner``) logging to a file.
+    """A runner subprocess (``distillwatch run-stage``) logging to a file.
 
     Every instance is registered in :data:`_LIVE`; the autouse fixture :func:`_reap` kills any
     still running when a test ends, so a failing test never leaves runners behind.
@@ -187,7 +187,7 @@ class Proc:
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()/kill()
         cmd = [
-            sys.executable, "-m", "consumers.kafka.runner",
+            sys.executable, "-m", "consumers.cli", "run-stage",
             "--spec", spec,
             "--bootstrap-servers", bootstrap,
             "--commit-interval-ms", "200",

@@ -8,7 +8,7 @@ header. The value ``b"boom"`` makes :class:`CountProcessor` raise (a simulated b
 
 State: changelog key = ``<key>``, value = the count as ASCII decimal.
 
-Specs for ``python -m consumers.kafka.runner --spec tests.integration.toy_stage:SPEC``:
+Specs for ``distillwatch run-stage --spec tests.integration.toy_stage:SPEC``:
 :data:`SPEC` (fails on ``boom``) and :data:`SPEC_NO_BOOM`.
 """
 

@@ -13,9 +13,9 @@ boundaries, and with different ones); its outputs must be byte-identical to the 
 that point on. A second crash after the first restore is simulated too. Batch boundaries and
 checkpoint calls must never change the outputs.
 
-The default configuration is tested on in-order and out-of-order input. The bugs found in the
-eviction paths (small TTLs and caps) are pinned by minimal ``xfail(strict=True)`` repros at the
-end of the file.
+The default configuration is tested on in-order and out-of-order input. The bugs these tests
+found in the eviction paths (small TTLs and caps) are fixed; their minimal repros stay at the end
+of the file (``test_bug_*``) as regression tests.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ removed, retyped, pushed out of range or made too long, and with unknown extra f
 Non-JSON input of every kind raises :class:`InvalidEvent` with a short, non-empty reason that
 names the field at fault — never another exception.
 
-Known divergences found by these tests are pinned by ``xfail(strict=True)`` tests at the end of
-the file and excluded from the property by :func:`known_divergence` (remove both once fixed).
+The divergences these tests found are fixed; their repros stay at the end of the file
+(``test_bug_*``) as regression tests, and :func:`known_divergence` (inputs excluded from the
+property) is empty.
 """
 
 from __future__ import annotations
@@ -386,7 +387,7 @@ def test_big_ints_in_fields_rejected_with_field_named() -> None:
         assert model_result(raw)[0] is None
 
 
-# --- known divergences (bugs): remove the xfail and the exclusion in known_divergence once fixed ---
+# --- divergences found by the property (fixed): regression tests ---
 
 @pytest.mark.parametrize("field,value", [("country", "DE\n"), ("prompt_simhash", "0123456789abcdef\n")])
 def test_bug_trailing_newline_in_patterned_fields(field: str, value: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from consumers import diff
+from consumers import diff, flag_diff
 
 T0 = 1_776_816_000_000  # 2026-04-22 00:00 UTC
 H = 3_600_000
@@ -56,7 +56,7 @@ def names(res: dict, cat: str) -> list[str]:
 
 
 def test_categories_have_the_known_accounts() -> None:
-    res = diff.compare(A, B, name_a="a", name_b="b")
+    res = flag_diff.compare(A, B, name_a="a", name_b="b")
     assert names(res, "newly_flagged") == ["new", "new_enf"]
     assert names(res, "no_longer_flagged") == ["gone", "gone_enf"]
     assert names(res, "escalated") == ["esc"]
@@ -74,7 +74,7 @@ def test_categories_have_the_known_accounts() -> None:
 
 
 def test_detection_time_shift_of_accounts_enforced_in_both() -> None:
-    res = diff.compare(A, B)
+    res = flag_diff.compare(A, B)
     d = res["detection_time"]
     # enforced in both: same (0), camp (0), earlier (-4h), later (+1h)
     assert d["accounts"] == 4
@@ -89,7 +89,7 @@ def test_detection_time_shift_of_accounts_enforced_in_both() -> None:
 
 
 def test_first_flag_time_counts_any_action() -> None:
-    res = diff.compare(A, B)
+    res = flag_diff.compare(A, B)
     f = res["first_flag_time"]
     # flagged in both: same 0, esc 0, deesc 0, camp 0, earlier -4h, later +1h
     assert f["accounts"] == 6
@@ -97,15 +97,15 @@ def test_first_flag_time_counts_any_action() -> None:
 
 
 def test_identical_runs() -> None:
-    res = diff.compare(A, list(A))
+    res = flag_diff.compare(A, list(A))
     assert res["identical"] is True and res["changed"] is False
-    assert all(res["counts"][c] == 0 for c in diff.CATEGORIES)
+    assert all(res["counts"][c] == 0 for c in flag_diff.CATEGORIES)
     assert res["counts"]["unchanged"] == res["counts"]["flagged_both"] == 8
 
 
 def test_same_decisions_other_flag_ids_are_not_identical_but_unchanged() -> None:
     b = [dict(f, flag_id=f["flag_id"] + "x", detector_version="v2") for f in A]
-    res = diff.compare(A, b)
+    res = flag_diff.compare(A, b)
     assert res["identical"] is False
     assert res["changed"] is False
     assert res["b"]["detector_versions"] == ["v2"]
@@ -114,14 +114,14 @@ def test_same_decisions_other_flag_ids_are_not_identical_but_unchanged() -> None
 def test_later_flag_supersedes_and_first_enforcement_is_the_earliest() -> None:
     a = [flag("x", "throttle", T0), flag("x", "suspend", T0 + 5 * H)]
     b = [flag("x", "review", T0), flag("x", "throttle", T0 + 2 * H)]
-    res = diff.compare(a, b)
+    res = flag_diff.compare(a, b)
     assert names(res, "de_escalated") == ["x"]          # latest: suspend vs throttle
     assert res["detection_time"]["min_ms"] == 2 * H      # first enforcing: T0 vs T0+2h
     assert res["accounts"]["de_escalated"][0]["a_action"] == "suspend"
 
 
 def test_window_keeps_only_flags_decided_inside() -> None:
-    res = diff.compare(A, B, since_ms=T0 + 5 * H, until_ms=T0 + 9 * H)
+    res = flag_diff.compare(A, B, since_ms=T0 + 5 * H, until_ms=T0 + 9 * H)
     # A inside: later (+5h). B inside: esc (+6h), new (+7h), new_enf (+8h), earlier (+6h), later (+6h)
     assert res["a"]["accounts"] == 1
     assert names(res, "newly_flagged") == ["earlier", "esc", "new", "new_enf"]
@@ -131,13 +131,13 @@ def test_window_keeps_only_flags_decided_inside() -> None:
 def test_invalid_flags_are_skipped_and_counted() -> None:
     bad = [{"account_id": "x", "action": "ban", "decided_at_ms": T0}, {"action": "review"},
            flag("ok", "review", T0)]
-    res = diff.compare(bad, [flag("ok", "review", T0)])
+    res = flag_diff.compare(bad, [flag("ok", "review", T0)])
     assert res["a"]["invalid"] == 2
     assert res["identical"] is True
 
 
 def test_text_report_names_the_numbers() -> None:
-    text = diff.render_text(diff.compare(A, B, name_a="live", name_b="replay"), show=1)
+    text = flag_diff.render_text(flag_diff.compare(A, B, name_a="live", name_b="replay"), show=1)
     assert "live" in text and "replay" in text
     assert "escalated" in text and "newly flagged (B only)" in text
     assert "B earlier 1, same 2, later 1" in text

@@ -1,4 +1,4 @@
-"""The broker-free parts of ``replay --topic`` (consumers.replay_topic): time parsing, offset
+"""The broker-free parts of ``replay --topic`` (consumers.replay_topic and its services): time parsing, offset
 ranges, the multi-partition merge order, the live-topic guard, progress output, and the warm-start
 hand-over (state taken mid-stream and restored gives exactly the flags of an uninterrupted run).
 """
@@ -17,20 +17,15 @@ from consumers import replay
 from consumers.core.account_stage import MODEL_KEY
 from consumers.core.config import DetectorConfig
 from consumers.core.pipeline import LocalPipeline
+from consumers.flag_sink import FlagSink
 from consumers.kafka.changelog import OFFSET_MARKER_KEY, PartitionRestore, decode_marker
-from consumers.replay_topic import (
-    DEFAULT_FLAGS_TOPIC_PREFIX,
-    FlagSink,
-    Progress,
-    ReplayError,
-    ReplayOptions,
-    StreamMerger,
-    WarmStartTarget,
-    latest_entries,
-    parse_time,
-    resolve_range,
-    warm_start_entries,
-)
+from consumers.kafka.errors import ReplayError
+from consumers.kafka.reader import StreamMerger, resolve_range
+from consumers.kafka.topic_replay import DEFAULT_FLAGS_TOPIC_PREFIX
+from consumers.kafka.warm_start import WarmStartTarget, latest_entries, warm_start_entries
+from consumers.progress import Progress
+from consumers.replay_topic import options_from_args
+from consumers.times import parse_time
 from tests.eventgen import HOUR_MS, EventGen, dumps_lines, sort_events
 
 # ------------------------------------------------------------------------------ time
@@ -163,15 +158,15 @@ BASE = ("--topic", "llm.requests", "--from", "2026-04-22T06:00:00Z")
 
 def test_default_output_is_a_replay_topic_named_after_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISTILLWATCH_FLAGS_TOPIC", raising=False)
-    o = ReplayOptions.from_args(parse(*BASE, "--run-id", "r1", "--to", "1776880800000"))
+    o = options_from_args(parse(*BASE, "--run-id", "r1", "--to", "1776880800000"))
     assert o.flags_topic == DEFAULT_FLAGS_TOPIC_PREFIX + "r1"
     assert (o.from_ms, o.to_ms) == (1_776_837_600_000, 1_776_880_800_000)
     assert o.group_id == "distillwatch-replay.r1"
     assert o.live_flags_topic == "distillation.flags"
     # --output alone: a file, no topic
-    assert ReplayOptions.from_args(parse(*BASE, "--output", "f.jsonl")).flags_topic is None
+    assert options_from_args(parse(*BASE, "--output", "f.jsonl")).flags_topic is None
     # generated run ids differ
-    a, b = (ReplayOptions.from_args(parse(*BASE)).run_id for _ in range(2))
+    a, b = (options_from_args(parse(*BASE)).run_id for _ in range(2))
     assert a != b
 
 
@@ -179,18 +174,18 @@ def test_live_flags_topic_is_refused_without_the_explicit_option(monkeypatch: py
     monkeypatch.setenv("DISTILLWATCH_FLAGS_TOPIC", "prod.flags")
     for topic in ("prod.flags", "distillation.flags"):
         with pytest.raises(ReplayError, match="live flags topic") as e:
-            ReplayOptions.from_args(parse(*BASE, "--flags-topic", topic))
+            options_from_args(parse(*BASE, "--flags-topic", topic))
         assert e.value.exit_code == 2
     with pytest.raises(ReplayError, match="live flags topic"):
-        ReplayOptions.from_args(parse(*BASE, "--flags-topic", "x", "--live-flags-topic", "x"))
-    o = ReplayOptions.from_args(parse(*BASE, "--to-live-flags"))
+        options_from_args(parse(*BASE, "--flags-topic", "x", "--live-flags-topic", "x"))
+    o = options_from_args(parse(*BASE, "--to-live-flags"))
     assert o.flags_topic == "prod.flags" and o.to_live
-    o = ReplayOptions.from_args(parse(*BASE, "--to-live-flags", "--flags-topic", "prod.flags"))
+    o = options_from_args(parse(*BASE, "--to-live-flags", "--flags-topic", "prod.flags"))
     assert o.flags_topic == "prod.flags"
     with pytest.raises(ReplayError, match="do not combine"):
-        ReplayOptions.from_args(parse(*BASE, "--to-live-flags", "--flags-topic", "other"))
+        options_from_args(parse(*BASE, "--to-live-flags", "--flags-topic", "other"))
     with pytest.raises(ReplayError, match="requests topic"):
-        ReplayOptions.from_args(parse(*BASE, "--flags-topic", "llm.requests"))
+        options_from_args(parse(*BASE, "--flags-topic", "llm.requests"))
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -203,11 +198,11 @@ def test_live_flags_topic_is_refused_without_the_explicit_option(monkeypatch: py
 ])
 def test_bad_requests_are_refused(extra: tuple[str, ...], message: str) -> None:
     with pytest.raises(ReplayError, match=message):
-        ReplayOptions.from_args(parse("--topic", "t", *extra))
+        options_from_args(parse("--topic", "t", *extra))
 
 
 def test_earliest_and_latest() -> None:
-    o = ReplayOptions.from_args(parse("--topic", "t", "--from", "earliest", "--to", "latest"))
+    o = options_from_args(parse("--topic", "t", "--from", "earliest", "--to", "latest"))
     assert o.from_ms is None and o.to_ms is None
 
 
