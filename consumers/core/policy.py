@@ -36,9 +36,10 @@ from consumers.contract.flags import ACTION_RANK, flag_id_for
 from consumers.core.config import DetectorConfig
 from consumers.core.stage import Record
 
-#: kinds of shared evidence that are infrastructure: they raise confidence in a campaign that
-#: content already ties together, and never enforce by themselves
-INFRASTRUCTURE_KINDS = frozenset({"ip", "pay", "ua", "wave"})
+#: kinds of shared infrastructure that are a campaign's own assets — client /24s, cards, sign-up
+#: waves (a client string is shared by unrelated people and fleets); infrastructure raises
+#: confidence in a campaign that content already ties together, and never enforces by itself
+ASSET_KINDS = frozenset({"ip", "pay", "wave"})
 
 LINK_REASONS = {
     "prompt": ("SHARED_PROMPTS", "near-duplicate prompts shared with {v} unrelated accounts or organisations"),
@@ -216,10 +217,10 @@ class PolicyProcessor:
                 return ("suspend" if score >= cfg.suspend_score else "throttle"), enforce
             if ((content and (infra or broad or strong))
                     or (infra and extraction >= cfg.extraction_support
-                        and len(INFRASTRUCTURE_KINDS.intersection(kinds)) >= 2)):
+                        and len(ASSET_KINDS.intersection(kinds)) >= 2)):
                 # coordinated, but short of enforcement: a person looks (infrastructure alone
-                # only when it is of two kinds: one card shared by many accounts is also how an
-                # org-less developer pays for a fleet of agents)
+                # only when two of a campaign's assets are shared: one card shared by many
+                # accounts is also how an org-less developer pays for a fleet of agents)
                 return "review", score
             return None, score
         if content and infra and fresh and extraction >= cfg.extraction_support:
