@@ -263,6 +263,12 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$DATA_DIR
 
+$(single_node_properties)
+EOF
+}
+
+single_node_properties() { # what both the plain and the secured broker need on one small machine
+  cat <<EOF
 # One node: every internal topic has replication factor 1.
 default.replication.factor=1
 min.insync.replicas=1
@@ -372,27 +378,7 @@ authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 super.users=User:$KAFKA_ADMIN_USER;User:$BROKER_DN
 
-# One node: every internal topic has replication factor 1.
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=8
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-
-auto.create.topics.enable=false
-num.partitions=1
-delete.topic.enable=true
-group.initial.rebalance.delay.ms=0
-
-num.network.threads=2
-num.io.threads=4
-background.threads=4
-log.cleaner.threads=1
-num.recovery.threads.per.data.dir=1
+$(single_node_properties)
 EOF
     cat >"$d/admin.properties" <<EOF
 # Admin client config for Kafka's own tools (kafka-acls, kafka-topics ...): --command-config
