@@ -3,14 +3,16 @@
 Input: ``requests`` (RequestEvent v1 JSON). For each request it
 
 1. parses and validates it (:func:`consumers.contract.events.parse_event`); a bad message goes to
-   ``dlq`` unchanged with the reason in the ``dlq.error`` header, and the stream goes on;
+   ``dlq`` unchanged with the reason in the ``dlq.error`` header, and the stream goes on; so does
+   an event whose ``ts_ms`` no clock should produce (:meth:`AccountProcessor._clock_check`);
 2. drops duplicate deliveries (same ``event_id`` among the account's recent ones);
 3. folds it into the account's :class:`~consumers.core.features.AccountState`;
 4. announces *fingerprints* the account has not announced before — client IP prefix, payment
-   instrument, client string, creation wave, prompt LSH keys (exact ones for every account,
-   paraphrase-tolerant ones for fresh accounts) — as ``observations`` keyed by the
+   instrument, client string, creation wave, prompt LSH keys (exact ones, and
+   paraphrase-tolerant ones up to ``para_daily_budget`` a day) — as ``observations`` keyed by the
    fingerprint, so the campaign stage sees every account that shares one, whichever partition the
-   account lives on.
+   account lives on. Each carries the account's request number (for a prompt key announced on
+   reuse: the request that first used the prompt) and the request's payment fingerprint.
 
 Once per event-time *tick* (``tick_ms``) it scores every account that was active since the last
 tick with the :class:`~consumers.core.models.behaviour.BehaviourModel` and rule evidence, and
@@ -89,8 +91,9 @@ def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[l
 
     The extraction profile is what a distiller's traffic looks like whatever the account's age or
     infrastructure: capability targeting, reasoning elicitation, round-the-clock activity, volume
-    (weighted by :data:`EXTRACTION_WEIGHTS`). Neither freshness nor the model's anomaly quantile is part of it: the first is what aged,
-    bought accounts evade, the second depends on how many accounts a partition has learned from.
+    (weighted by :data:`EXTRACTION_WEIGHTS`). Neither freshness nor the model's anomaly quantile
+    is part of it: the first is what aged, bought accounts evade, the second depends on how many
+    accounts a partition has learned from.
     """
     rate = st.rate_per_day()
     fresh = st.freshness()
@@ -285,7 +288,6 @@ class AccountProcessor:
             st.prompt_keys = trim_oldest(pk, _MAX_PROMPT_KEYS)
         if reused:
             st.reuse += 1
-        # fresh accounts also announce paraphrase-tolerant keys (each once)
         # every account also announces paraphrase-tolerant keys (each once), up to a daily budget:
         # a light account (what campaigns are made of) announces all of them, a heavy one a sample
         # of its day (its exact prompt keys still cover all of its requests)

@@ -10,7 +10,8 @@ Input: ``observations`` from the account stage. Two kinds of message:
   (so the policy stage sees one ordered stream per account; no feedback loop, no race).
 
 For each fingerprint the stage keeps a bounded *group*: its members and the distinct *units* they
-belong to — an organisation, or the account itself when it has none. A group is *shared
+belong to — an organisation; without one, the customer who pays (a developer's fleet, a
+household); without a card, the account itself (see :func:`_unit`). A group is *shared
 evidence* once it spans ``link_min_units[kind]`` units: sharing inside one organisation is never
 evidence (enterprise templates, one company card). A group that spans more than
 ``hot_units[kind]`` units is common infrastructure (a big cloud prefix, a popular SDK) and stops
@@ -31,10 +32,17 @@ is also somebody's home — never ties an account to an *established* campaign (
 ``campaign_min_size`` members, every member gets a verdict with the campaign id; when two
 campaigns merge, the members of the younger one get the older id.
 
+For every account it also keeps its *shared-content requests* (the request numbers of its prompt
+and paraphrase keys that became shared evidence: distinct prompts unrelated units also send), and
+for every campaign the members whose shared library is broad (``content_broad_requests``): with
+``campaign_strong_members`` of them the campaign is *strong*, and every member hears of it.
+
 Output: ``verdicts`` keyed by account: ``{"k": "link", "a", "o", "kinds": {kind: units, "para": keys},
-"cid", "size", "w", "p"}`` (``p``: this partition — with several campaign-stage partitions an
-account's fingerprints, and so its verdicts, come from several of them; the policy stage keeps
-the latest verdict of each and combines them) and the relayed ``beh`` messages.
+"cid", "size", "w", "p", "sr", "n", "ipn", "cs"}`` (``p``: this partition — with several
+campaign-stage partitions an account's fingerprints, and so its verdicts, come from several of
+them; the policy stage keeps the latest verdict of each and combines them; ``sr``: its
+shared-content request numbers, ``n``: its requests, ``ipn``: client /24s it shares, ``cs``:
+broad members of its campaign) and the relayed ``beh`` messages.
 
 Changelog keys: ``g:<fingerprint>`` (group), ``m:<account>`` (account links), ``u:<group>``
 (union-find parent and campaign roots), ``__meta__``.

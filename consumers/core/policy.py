@@ -157,7 +157,8 @@ class PolicyProcessor:
             s = self.accounts.get(acct)
             if s is None:
                 s = [m.get("o"), 0.0, [], m.get("ws", m["w"]), {}, None, None, None, None, 0, 0, 0.0, 0]
-                # [4]: latest campaign verdict per campaign-stage partition: {p: [kinds, cid, size]}
+                # [4]: latest campaign verdict per campaign-stage partition: {p: [kinds, cid, size,
+                #      shared-content request numbers, requests, shared /24s, strong members]}
                 self.accounts[acct] = s
             else:
                 self.accounts.move_to_end(acct)

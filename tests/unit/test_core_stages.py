@@ -237,9 +237,12 @@ def test_prompt_keys_near_duplicates_share_a_key() -> None:
 
 # --- the campaign stage ----------------------------------------------------------------------------
 
-def obs(fp: str, acct: str, org: str | None, t: int) -> Record:
-    return Record(topic="observations", key=fp.encode(),
-                  value=orjson.dumps({"k": "fp", "f": fp, "a": acct, "o": org, "t": t, "w": t}))
+def obs(fp: str, acct: str, org: str | None, t: int, n: int | None = None) -> Record:
+    """A fingerprint observation as the account stage sends it (``n``: the account's request)."""
+    m = {"k": "fp", "f": fp, "a": acct, "o": org, "t": t, "w": t}
+    if n is not None:
+        m["n"] = n
+    return Record(topic="observations", key=fp.encode(), value=orjson.dumps(m))
 
 
 def latest_links(out: list[Record]) -> dict[str, dict[str, Any]]:

@@ -308,11 +308,6 @@ def test_a_household_behind_one_proxy_exit_is_not_merged_into_the_campaign() -> 
     assert latest_links(out)["bot9"]["cid"] == cid
 
 
-def _obs_n(fp: str, acct: str, t: int, n: int) -> Record:
-    return Record("observations", fp.encode(),
-                  orjson.dumps({"k": "fp", "f": fp, "a": acct, "o": None, "t": t, "w": t, "n": n}))
-
-
 @pytest.mark.parametrize(("library", "strong"), [(6, True), (2, False)])
 def test_a_campaign_is_strong_when_members_draw_on_a_broad_library(library: int, strong: bool) -> None:
     """Four accounts share a card pool and prompts: with a library of six prompts each (every
@@ -325,8 +320,8 @@ def test_a_campaign_is_strong_when_members_draw_on_a_broad_library(library: int,
     accts = [f"a{i}" for i in range(4)]
     t = 100
     for i, a in enumerate(accts):
-        recs = [_obs_n(f"pay:card{i // 2}", a, t, 1), _obs_n("pay:card0", a, t, 1)]
-        recs += [_obs_n(f"p0:{k:08x}", a, t, k + 1) for k in range(library)]
+        recs = [obs(f"pay:card{i // 2}", a, None, t, 1), obs("pay:card0", a, None, t, 1)]
+        recs += [obs(f"p0:{k:08x}", a, None, t, k + 1) for k in range(library)]
         out += cp.process(recs)
         t += 10
     last = latest_links(out)
