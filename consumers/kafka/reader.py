@@ -141,22 +141,25 @@ def read_flags_topic(topic: str, bootstrap_servers: str | None = None, timeout_s
     if kafka is None:
         kafka = KafkaSettings(bootstrap_servers=bootstrap_servers) if bootstrap_servers else KafkaSettings()
     stats = stats if stats is not None else {}
+    values = (v for msg in read_to_end(kafka, topic, timeout_s=timeout_s) if (v := msg.value()) is not None)
+    return _json_objects(values, stats)
+
+
+def _json_objects(values: Iterable[bytes], stats: dict[str, int]) -> list[dict[str, Any]]:
+    """The values that are JSON objects; the others are counted in ``stats["not_json"]``."""
     stats.setdefault("not_json", 0)
-    flags: list[dict[str, Any]] = []
-    for msg in read_to_end(kafka, topic, timeout_s=timeout_s):
-        value = msg.value()
-        if value is None:
-            continue
+    out: list[dict[str, Any]] = []
+    for value in values:
         try:
-            flag = orjson.loads(value)
+            v = orjson.loads(value)
         except orjson.JSONDecodeError:
             stats["not_json"] += 1
             continue
-        if isinstance(flag, dict):
-            flags.append(flag)
+        if isinstance(v, dict):
+            out.append(v)
         else:
             stats["not_json"] += 1
-    return flags
+    return out
 
 
 def load_flags(spec: str, bootstrap_servers: str | None = None,
@@ -172,20 +175,7 @@ def load_flags(spec: str, bootstrap_servers: str | None = None,
         if not topic:
             raise ValueError("kafka: needs a topic name (kafka:distillation.flags)")
         return read_flags_topic(topic, bootstrap_servers, stats=stats)
-    out: list[dict[str, Any]] = []
-    stats.setdefault("not_json", 0)
-    for lines in read_lines(spec):
-        for line in lines:
-            try:
-                v = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                stats["not_json"] += 1
-                continue
-            if isinstance(v, dict):
-                out.append(v)
-            else:
-                stats["not_json"] += 1
-    return out
+    return _json_objects((line for lines in read_lines(spec) for line in lines), stats)
 
 
 # ------------------------------------------------------------------------------ ranges
