@@ -41,6 +41,7 @@ from consumers.core.features import (
     prompt_keys,
     trim_oldest,
 )
+from consumers.core.messages import Behaviour, encode_fingerprint, fingerprint_tail
 from consumers.core.models.behaviour import BehaviourModel
 from consumers.core.stage import Record
 
@@ -312,17 +313,15 @@ class AccountProcessor:
                 self.counters["fingerprint_cap"] += 1
                 return
             st.fps[fp] = None
-        # the message is {"k":"fp","f":fp,"a":acct,"o":org,"t":ts,"w":wm,"n":request,"c":card}; all but ``f`` is the
-        # same for every fingerprint of one request, so that tail is serialised once per request
+        # a FingerprintSeen: all but the fingerprint is the same for every fingerprint of one
+        # request, so that tail is serialised once per request
         w = max(self.watermark, ts)
         n = st.n if first is None else first
         key = (acct, ts, w, n, self._card)
         if self._tail_of != key:
             self._tail_of = key
-            self._tail = b"," + orjson.dumps({"a": acct, "o": st.org, "t": ts, "w": w, "n": n,
-                                              "c": self._card})[1:]
-        out.append(Record(topic="observations", key=fp.encode(),
-                          value=b'{"k":"fp","f":' + orjson.dumps(fp) + self._tail))
+            self._tail = fingerprint_tail(acct, st.org, ts, w, n, self._card)
+        out.append(Record(topic="observations", key=fp.encode(), value=encode_fingerprint(fp, self._tail)))
 
     def _tick(self, out: list[Record]) -> None:
         """Score the accounts active since the last tick (sorted: order never depends on hashing)."""
@@ -356,12 +355,8 @@ class AccountProcessor:
         if summary == st.sent:
             return
         st.sent = summary
-        out.append(Record(
-            topic="observations",
-            key=acct.encode(),
-            value=orjson.dumps({"k": "beh", "a": acct, "o": st.org, "b": score, "r": reasons,
-                                "x": round(extraction, 4), "w": wm, "ws": st.first, "n": st.n}),
-        ))
+        out.append(Record(topic="observations", key=acct.encode(), value=Behaviour(
+            acct, st.org, score, reasons, round(extraction, 4), wm, st.first, st.n).encode()))
 
     def _expire(self, wm: int) -> None:
         ttl = self.cfg.account_ttl_ms

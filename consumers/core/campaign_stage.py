@@ -1,12 +1,13 @@
 """Stage 2, the campaign stage: evidence across accounts, keyed by fingerprint.
 
-Input: ``observations`` from the account stage. Two kinds of message:
+Input: ``observations`` from the account stage. Two kinds of message
+(:mod:`consumers.core.messages`):
 
-* ``{"k": "fp", "f": fingerprint, "a": account, "o": org, ...}`` — an account shows a
+* :class:`~consumers.core.messages.FingerprintSeen` — an account shows a
   fingerprint (client prefix ``ip:``, payment ``pay:``, client string ``ua:``, creation wave
   ``wave:``, prompt LSH key ``p<i>:``, paraphrase key ``q<xyz>:``). Keyed by the fingerprint, so every account that shares it
   lands here, whichever account partition it came from.
-* ``{"k": "beh", "a": account, ...}`` — a behaviour summary, relayed unchanged to ``verdicts``
+* :class:`~consumers.core.messages.Behaviour` — a behaviour summary, relayed unchanged to ``verdicts``
   (so the policy stage sees one ordered stream per account; no feedback loop, no race).
 
 For each fingerprint the stage keeps a bounded *group*: its members and the distinct *units* they
@@ -37,12 +38,10 @@ and paraphrase keys that became shared evidence: distinct prompts unrelated unit
 for every campaign the members whose shared library is broad (``content_broad_requests``): with
 ``campaign_strong_members`` of them the campaign is *strong*, and every member hears of it.
 
-Output: ``verdicts`` keyed by account: ``{"k": "link", "a", "o", "kinds": {kind: units, "para": keys},
-"cid", "size", "w", "p", "sr", "n", "ipn", "cs"}`` (``p``: this partition — with several
-campaign-stage partitions an account's fingerprints, and so its verdicts, come from several of
-them; the policy stage keeps the latest verdict of each and combines them; ``sr``: its
-shared-content request numbers, ``n``: its requests, ``ipn``: client /24s it shares, ``cs``:
-broad members of its campaign) and the relayed ``beh`` messages.
+Output: ``verdicts`` keyed by account: a :class:`~consumers.core.messages.Link` per account whose
+evidence changed (with several campaign-stage partitions an account's fingerprints, and so its
+verdicts, come from several of them; the policy stage keeps the latest of each partition and
+combines them), and the relayed behaviour summaries.
 
 Changelog keys: ``g:<fingerprint>`` (group), ``m:<account>`` (account links), ``u:<group>``
 (union-find parent and campaign roots), ``__meta__``.
@@ -58,6 +57,7 @@ from typing import Any
 import orjson
 
 from consumers.core.config import DetectorConfig
+from consumers.core.messages import Behaviour, FingerprintSeen, Link
 from consumers.core.stage import Record
 
 META_KEY = b"__meta__"
@@ -212,11 +212,12 @@ class CampaignProcessor:
             if w > self.watermark:
                 self.watermark = w
                 self._expire()
-            if m["k"] == "beh":
+            if m["k"] == Behaviour.KIND:  # relayed unchanged: one ordered stream per account
                 out.append(Record(topic="verdicts", key=r.key, value=r.value))
                 continue
             self.counters["observations"] += 1
-            self._observe(out, m["f"], m["a"], m["o"], m["t"], w, m.get("n", 0), m.get("c"))
+            o = FingerprintSeen.from_dict(m)
+            self._observe(out, o.fingerprint, o.account, o.org, o.ts, o.watermark, o.request, o.card)
         return out
 
     def _observe(self, out: list[Record], fp: str, acct: str, org: str | None, ts: int, w: int,
@@ -528,11 +529,9 @@ class CampaignProcessor:
         if summary == a.sent:
             return
         a.sent = summary
-        kinds = self._kinds(a)
-        out.append(Record(topic="verdicts", key=acct.encode(), value=orjson.dumps(
-            {"k": "link", "a": acct, "o": a.org, "kinds": kinds, "cid": cid, "size": size, "w": w,
-             "p": self.partition, "sr": sorted(a.sreq), "n": a.n, "ipn": a.kc.get("ip", 0),
-             "cs": strong})))
+        out.append(Record(topic="verdicts", key=acct.encode(), value=Link(
+            acct, a.org, self._kinds(a), cid, size, w, self.partition, sorted(a.sreq), a.n, a.kc.get("ip", 0),
+            strong).encode()))
 
     # -- bounds ---------------------------------------------------------------------------------
     def _expire(self) -> None:

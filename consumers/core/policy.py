@@ -34,6 +34,7 @@ import orjson
 
 from consumers.contract.flags import ACTION_RANK, flag_id_for
 from consumers.core.config import DetectorConfig
+from consumers.core.messages import Behaviour, Link, decode
 from consumers.core.stage import Record
 
 #: kinds of shared infrastructure that are a campaign's own assets — client /24s, cards, sign-up
@@ -60,7 +61,7 @@ BEH_DETAILS = {
 }
 
 
-def combine(by_source: dict[str, list[Any]]) -> Evidence:
+def combine(by_source: dict[str, Link]) -> Evidence:
     """Merge the latest verdicts of several campaign-stage partitions about one account.
 
     Kinds of shared evidence are united (largest span per kind; paraphrase-key and client-prefix
@@ -69,9 +70,9 @@ def combine(by_source: dict[str, list[Any]]) -> Evidence:
     largest wins (ties: the smallest id), so the choice does not depend on the order in which the
     partitions' verdicts arrive.
 
-    >>> e = combine({"0": [{"ip": 5, "para": 2}, None, None, [1, 4], 9, 2, 0],
-    ...              "1": [{"pay": 3, "ip": 7, "para": 1}, "cmp-b", 9, [4, 7], 12, 1, 4],
-    ...              "2": [{}, "cmp-a", 9]})
+    >>> e = combine({"0": Link("x", None, {"ip": 5, "para": 2}, None, None, 0, 0, [1, 4], 9, 2, 0),
+    ...              "1": Link("x", None, {"pay": 3, "ip": 7, "para": 1}, "cmp-b", 9, 0, 1, [4, 7], 12, 1, 4),
+    ...              "2": Link("x", None, {}, "cmp-a", 9, 0, 2)})
     >>> e.kinds, e.campaign_id, e.campaign_size, e.shared_requests, e.requests, e.shared_prefixes
     ({'ip': 7, 'para': 3, 'pay': 3}, 'cmp-a', 9, 3, 12, 3)
     >>> e.campaigns, e.campaign_strong
@@ -85,22 +86,21 @@ def combine(by_source: dict[str, list[Any]]) -> Evidence:
     n = 0
     prefixes = 0
     for v in by_source.values():
-        k_src, cid, size = v[0], v[1], v[2]
-        for k, c in k_src.items():
+        for k, c in v.kinds.items():
             if k == "para":
                 kinds[k] = kinds.get(k, 0) + c
             elif c > kinds.get(k, 0):
                 kinds[k] = c
+        cid, size = v.campaign_id, v.campaign_size or 0
         if cid is not None:
-            campaigns[cid] = max(campaigns.get(cid, 0), size or 0)
-            if best is None or (-(size or 0), cid) < (-best[0], best[1]):
-                best = (size or 0, cid)
-        if len(v) > 3:
-            shared.update(v[3])
-            n = max(n, v[4])
-            prefixes += v[5]
-            if len(v) > 6:
-                strong = max(strong, v[6])
+            campaigns[cid] = max(campaigns.get(cid, 0), size)
+            if best is None or (-size, cid) < (-best[0], best[1]):
+                best = (size, cid)
+        if v.shared_requests:
+            shared.update(v.shared_requests)
+        n = max(n, v.requests)
+        prefixes += v.shared_prefixes
+        strong = max(strong, v.strong_members)
     kinds = dict(sorted(kinds.items()))
     return Evidence(kinds, best[1] if best else None, best[0] if best else None, len(shared), n, prefixes,
                     campaigns, strong)
@@ -133,6 +133,43 @@ def _detail(code: str, v: Any) -> str:
     return t.format(v=v, p=p)
 
 
+class PolicyAccount:
+    """What the policy stage keeps per account: the latest behaviour summary, the latest
+    :class:`~consumers.core.messages.Link` of each campaign-stage partition, and the last flag."""
+
+    __slots__ = ("org", "beh", "reasons", "window_start", "links", "action", "flag_cid", "watermark",
+                 "touch", "extraction", "requests")
+
+    def __init__(self, org: str | None, window_start: int):
+        self.org = org
+        self.beh = 0.0                        # behaviour evidence of the latest summary
+        self.reasons: list[list[Any]] = []    # its reasons [[code, value], ...]
+        self.window_start = window_start
+        self.links: dict[str, Link] = {}      # campaign-stage partition -> its latest verdict
+        self.action: str | None = None        # last action flagged (hysteresis)
+        self.flag_cid: str | None = None      # ... and the campaign id it carried
+        self.watermark = 0                    # event time of the latest message
+        self.touch = 0                        # sequence number of its latest message (recency)
+        self.extraction = 0.0                 # extraction profile of the latest summary
+        self.requests = 0                     # requests, as of the latest summary
+
+    # changelog: a list (slots 5 and 6 are unused, kept so older changelogs restore)
+    def to_list(self) -> list[Any]:
+        links = {p: [v.kinds, v.campaign_id, v.campaign_size, v.shared_requests, v.requests,
+                     v.shared_prefixes, v.strong_members] for p, v in self.links.items()}
+        return [self.org, self.beh, self.reasons, self.window_start, links, None, None, self.action,
+                self.flag_cid, self.watermark, self.touch, self.extraction, self.requests]
+
+    @classmethod
+    def from_list(cls, v: list[Any], account: str = "") -> PolicyAccount:
+        s = cls(v[0], v[3])
+        s.beh, s.reasons, s.action, s.flag_cid, s.watermark, s.touch = v[1], v[2], v[7], v[8], v[9], v[10]
+        s.extraction = v[11] if len(v) > 11 else 0.0
+        s.requests = v[12] if len(v) > 12 else 0
+        s.links = {p: Link(account, s.org, x[0], x[1], x[2], 0, int(p), *x[3:7]) for p, x in v[4].items()}
+        return s
+
+
 class PolicyProcessor:
     """The policy stage for one partition of the verdicts topic."""
 
@@ -140,10 +177,7 @@ class PolicyProcessor:
         self.cfg = cfg
         self.version = detector_version
         self.partition = partition
-        # account -> [org, beh_score, beh_reasons, window_start, by_source, -, -, action, flag_cid,
-        #             last_w, touch, extraction, requests]  (touch: sequence number of its last
-        #             message = recency order)
-        self.accounts: OrderedDict[str, list[Any]] = OrderedDict()
+        self.accounts: OrderedDict[str, PolicyAccount] = OrderedDict()  # least recently active first
         self.seq = 0
         self._dirty: dict[str, None] = {}
         self._tomb: list[str] = []
@@ -152,26 +186,23 @@ class PolicyProcessor:
     def process(self, records: list[Record]) -> list[Record]:
         out: list[Record] = []
         for r in records:
-            m = orjson.loads(r.value)
-            acct = m["a"]
+            m = decode(r.value)
+            acct = m.account
             s = self.accounts.get(acct)
             if s is None:
-                s = [m.get("o"), 0.0, [], m.get("ws", m["w"]), {}, None, None, None, None, 0, 0, 0.0, 0]
-                # [4]: latest campaign verdict per campaign-stage partition: {p: [kinds, cid, size,
-                #      shared-content request numbers, requests, shared /24s, strong members]}
+                s = PolicyAccount(m.org, m.window_start if isinstance(m, Behaviour) else m.watermark)
                 self.accounts[acct] = s
             else:
                 self.accounts.move_to_end(acct)
             self.seq += 1
-            s[10] = self.seq
-            if m["k"] == "beh":
-                s[1], s[2], s[3] = m["b"], m["r"], m["ws"]
-                s[11] = m.get("x", 0.0)
-                s[12] = max(s[12], m.get("n", 0))
-            else:
-                s[4][str(m.get("p", 0))] = [m["kinds"], m["cid"], m["size"], m.get("sr", []),
-                                            m.get("n", 0), m.get("ipn", 0), m.get("cs", 0)]
-            s[9] = m["w"]
+            s.touch = self.seq
+            if isinstance(m, Behaviour):
+                s.beh, s.reasons, s.window_start = m.score, m.reasons, m.window_start
+                s.extraction = m.extraction
+                s.requests = max(s.requests, m.requests)
+            elif isinstance(m, Link):
+                s.links[str(m.partition)] = m
+            s.watermark = m.watermark
             self._dirty[acct] = None
             f = self.decide(acct, s)
             if f is not None:
@@ -240,9 +271,9 @@ class PolicyProcessor:
             return "review", score
         return None, score
 
-    def decide(self, acct: str, s: list[Any]) -> bytes | None:
-        org, beh, beh_reasons, ws, by_source, _, _, prev, prev_cid, w, _, extraction, n_beh = s
-        ev = combine(by_source)
+    def decide(self, acct: str, s: PolicyAccount) -> bytes | None:
+        prev, prev_cid, w = s.action, s.flag_cid, s.watermark
+        ev = combine(s.links)
         if prev_cid is not None and ev.campaigns and prev_cid in ev.campaigns and prev_cid != ev.campaign_id:
             # several campaign-stage partitions each see part of a campaign (under their own ids):
             # keep the campaign the account was flagged with while a partition still sees it
@@ -250,8 +281,8 @@ class PolicyProcessor:
         kinds, cid, size = ev.kinds, ev.campaign_id, ev.campaign_size
         if kinds.get("para", 0) < self.cfg.para_min_links:
             kinds.pop("para", None)  # one or two 24-bit keys in common can be chance
-        action, score = self.judge(ev, kinds, beh, extraction, max(n_beh, ev.requests),
-                                   {r[0] for r in beh_reasons})
+        action, score = self.judge(ev, kinds, s.beh, s.extraction, max(s.requests, ev.requests),
+                                   {r[0] for r in s.reasons})
         if action is None:
             return None
         if prev is not None:
@@ -259,7 +290,7 @@ class PolicyProcessor:
                 action = prev
             if action == prev and (cid is None or cid == prev_cid):
                 return None
-        s[7], s[8] = action, cid
+        s.action, s.flag_cid = action, cid
         reasons = []
         if cid is not None:
             reasons.append({"code": "CAMPAIGN_MEMBER", "value": size,
@@ -267,21 +298,21 @@ class PolicyProcessor:
         for kind in sorted(kinds):
             code, text = LINK_REASONS.get(kind, ("SHARED_" + kind.upper(), "{v}"))
             reasons.append({"code": code, "value": kinds[kind], "detail": text.format(v=kinds[kind])})
-        for code, v in beh_reasons:
+        for code, v in s.reasons:
             reasons.append({"code": code, "value": v, "detail": _detail(code, v)})
         self.counters["flags"] += 1
         return orjson.dumps({
             "schema_version": 1,
             "flag_id": flag_id_for(acct, action, cid, w, self.version),
             "account_id": acct,
-            "org_id": org,
+            "org_id": s.org,
             "action": action,
             "score": round(min(1.0, max(0.0, score)), 4),
             "reasons": reasons,
             "campaign_id": cid,
             "campaign_size": size if cid is not None else None,
             "decided_at_ms": w,
-            "window_start_ms": ws,
+            "window_start_ms": s.window_start,
             "detector_version": self.version,
         })
 
@@ -298,7 +329,7 @@ class PolicyProcessor:
         for acct in self._dirty:
             s = self.accounts.get(acct)
             if s is not None:
-                out.append((b"p:" + acct.encode(), orjson.dumps(s)))
+                out.append((b"p:" + acct.encode(), orjson.dumps(s.to_list())))
         out.append((b"__meta__", orjson.dumps({"seq": self.seq})))
         self._tomb, self._dirty = [], {}
         return out
@@ -314,8 +345,8 @@ class PolicyProcessor:
             if k == b"__meta__":
                 self.seq = orjson.loads(v)["seq"]
             elif k.startswith(b"p:"):
-                s = orjson.loads(v)
-                rows.append((s[10], k[2:].decode(), s))
+                s = PolicyAccount.from_list(orjson.loads(v), k[2:].decode())
+                rows.append((s.touch, k[2:].decode(), s))
         rows.sort(key=lambda t: t[0])  # recency order, exactly as live
         self.accounts = OrderedDict((a, s) for _, a, s in rows)
 

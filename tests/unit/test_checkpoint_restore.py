@@ -32,6 +32,7 @@ import pytest
 from consumers.core.account_stage import AccountProcessor
 from consumers.core.campaign_stage import CampaignProcessor
 from consumers.core.config import HOUR_MS, DetectorConfig
+from consumers.core.messages import Behaviour, FingerprintSeen
 from consumers.core.policy import PolicyProcessor
 from consumers.core.stage import Record
 from tests.eventgen import scenario, valid_event
@@ -283,14 +284,12 @@ SMALL_LINKS = dict(link_min_units={"prompt": 2, "ip": 2, "pay": 2, "ua": 2, "wav
 
 
 def obs(fp: str, acct: str, org: str | None, t: int) -> Record:
-    return Record("observations", fp.encode(),
-                  orjson.dumps({"k": "fp", "f": fp, "a": acct, "o": org, "t": t, "w": t}))
+    return Record("observations", fp.encode(), FingerprintSeen(fp, acct, org, t, t).encode())
 
 
 def beh(acct: str, w: int) -> Record:
-    return Record("verdicts", acct.encode(), orjson.dumps(
-        {"k": "beh", "a": acct, "o": None, "b": 0.9, "r": [["FRESH_ACCOUNT", 0.1], ["HIGH_VOLUME", 2000.0]],
-         "w": w, "ws": 0, "n": 10}))
+    return Record("verdicts", acct.encode(), Behaviour(
+        acct, None, 0.9, [["FRESH_ACCOUNT", 0.1], ["HIGH_VOLUME", 2000.0]], 0.0, w, 0, 10).encode())
 
 
 def req(acct: str, ts: int, eid: str) -> Record:

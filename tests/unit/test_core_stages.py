@@ -21,6 +21,7 @@ from consumers.core.account_stage import AccountProcessor, dlq_record
 from consumers.core.campaign_stage import CampaignProcessor
 from consumers.core.config import DAY_MS, DetectorConfig
 from consumers.core.features import FEATURE_NAMES, AccountState, prompt_keys
+from consumers.core.messages import Behaviour, FingerprintSeen
 from consumers.core.models.behaviour import BehaviourModel
 from consumers.core.pipeline import LocalPipeline
 from consumers.core.stage import Record
@@ -239,10 +240,7 @@ def test_prompt_keys_near_duplicates_share_a_key() -> None:
 
 def obs(fp: str, acct: str, org: str | None, t: int, n: int | None = None) -> Record:
     """A fingerprint observation as the account stage sends it (``n``: the account's request)."""
-    m = {"k": "fp", "f": fp, "a": acct, "o": org, "t": t, "w": t}
-    if n is not None:
-        m["n"] = n
-    return Record(topic="observations", key=fp.encode(), value=orjson.dumps(m))
+    return Record(topic="observations", key=fp.encode(), value=FingerprintSeen(fp, acct, org, t, t, n or 0).encode())
 
 
 def latest_links(out: list[Record]) -> dict[str, dict[str, Any]]:
@@ -299,7 +297,7 @@ def test_sharing_inside_one_org_is_not_evidence() -> None:
 
 def test_behaviour_summaries_relayed_unchanged() -> None:
     cp = CampaignProcessor(DetectorConfig())
-    v = orjson.dumps({"k": "beh", "a": "acct", "o": None, "b": 0.4, "r": [], "w": 5, "ws": 1, "n": 9})
+    v = Behaviour("acct", None, 0.4, [], 0.0, 5, 1, 9).encode()
     out = cp.process([Record("observations", b"acct", v)])
     assert [(r.topic, r.key, r.value) for r in out] == [("verdicts", b"acct", v)]
 

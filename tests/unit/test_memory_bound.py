@@ -12,11 +12,10 @@ from __future__ import annotations
 import gc
 import sys
 
-import orjson
-
 from consumers.core.account_stage import AccountProcessor
 from consumers.core.campaign_stage import CampaignProcessor
 from consumers.core.config import DetectorConfig
+from consumers.core.messages import FingerprintSeen
 from consumers.core.stage import Record
 
 N = 1_000_000
@@ -60,9 +59,9 @@ def test_a_million_distinct_fingerprints_stay_under_the_cap() -> None:
     chunk = 50_000
     warm = 0
     for start in range(0, N, chunk):
-        recs = [Record("observations", None, orjson.dumps(
-            {"k": "fp", "f": f"ip:10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/32", "a": f"flood-{i % 300_000}",
-             "o": None, "t": T0 + i, "w": T0 + i}), 0, i) for i in range(start, start + chunk)]
+        recs = [Record("observations", None, FingerprintSeen(
+            f"ip:10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/32", f"flood-{i % 300_000}", None, T0 + i, T0 + i).encode(),
+            0, i) for i in range(start, start + chunk)]
         proc.process(recs)
         proc.take_changes()
         assert len(proc.groups) <= CAP

@@ -18,6 +18,7 @@ from consumers.core.account_stage import AccountProcessor
 from consumers.core.campaign_stage import CampaignProcessor, kind_of
 from consumers.core.config import DAY_MS, DetectorConfig
 from consumers.core.features import paraphrase_keys, prompt_keys
+from consumers.core.messages import Behaviour, FingerprintSeen, Link, decode
 from consumers.core.policy import PolicyProcessor
 from consumers.core.stage import Record
 from tests.eventgen import valid_event
@@ -91,8 +92,8 @@ def _announced(cfg: DetectorConfig, age_days: float, n: int = 40) -> list[str]:
                          account_created_ms=t0 - int(age_days * DAY_MS),
                          prompt_simhash=_hex(rng.getrandbits(64)))
         recs.append(Record("llm.requests", b"a1", orjson.dumps(ev), offset=i))
-    return [orjson.loads(r.value)["f"] for r in ap.process(recs) if r.topic == "observations"
-            and orjson.loads(r.value)["k"] == "fp"]
+    return [m.fingerprint for r in ap.process(recs) if r.topic == "observations"
+            and isinstance(m := decode(r.value), FingerprintSeen)]
 
 
 def test_every_account_announces_paraphrase_keys_each_once() -> None:
@@ -221,12 +222,10 @@ def _decide(by_partition: dict[str, dict[str, Any]], codes: list[str], extractio
     """The policy's last flag for one account: a behaviour summary, then one campaign-stage verdict
     per partition (``{"kinds": ..., "sr": [shared-content request numbers], "ipn": shared /24s}``)."""
     pp = PolicyProcessor(DetectorConfig(), "test")
-    recs = [Record("verdicts", b"x", orjson.dumps({"k": "beh", "a": "x", "o": None, "b": 0.4, "x": extraction,
-                                                   "r": [[c, 1] for c in codes], "w": 10, "ws": 1, "n": n}))]
+    recs = [Record("verdicts", b"x", Behaviour("x", None, 0.4, [[c, 1] for c in codes], extraction, 10, 1, n).encode())]
     for p, v in by_partition.items():
-        recs.append(Record("verdicts", b"x", orjson.dumps({
-            "k": "link", "a": "x", "o": None, "kinds": v["kinds"], "cid": cid, "size": size, "w": 11,
-            "p": int(p), "sr": v.get("sr", []), "n": n, "ipn": v.get("ipn", 0), "cs": v.get("cs", 0)})))
+        recs.append(Record("verdicts", b"x", Link(
+            "x", None, v["kinds"], cid, size, 11, int(p), v.get("sr", []), n, v.get("ipn", 0), v.get("cs", 0)).encode()))
     out = pp.process(recs)
     return orjson.loads(out[-1].value) if out else None
 
