@@ -37,8 +37,11 @@ from consumers.core.config import DAY_MS, HOUR_MS, DetectorConfig
 from consumers.core.features import (
     FEATURE_NAMES,
     AccountState,
-    paraphrase_keys,
-    prompt_keys,
+    event_digest,
+    paraphrase_key_ints,
+    paraphrase_key_name,
+    prompt_key_ints,
+    prompt_key_name,
     trim_oldest,
 )
 from consumers.core.messages import Behaviour, encode_fingerprint, fingerprint_tail
@@ -183,6 +186,7 @@ class AccountProcessor:
             acct = ev["account_id"]
             self._card = ev["payment_fingerprint"]
             st = accounts.get(acct)
+            digest = event_digest(ev["event_id"])
             if st is None:
                 st = AccountState.new(ev["org_id"], ev["account_created_ms"], ts)
                 if st.age_days_at_first() < cfg.para_max_age_days:
@@ -196,13 +200,11 @@ class AccountProcessor:
                     # what is known from the first request: how fresh the account is
                     self._send_behaviour(out, acct, st, *behaviour_evidence(st, 0.0), max(self.watermark, ts))
             else:
-                if ev["event_id"] in st.recent_ids:
+                if st.seen_event(digest):
                     self.counters["duplicates"] += 1
                     continue
                 accounts.move_to_end(acct)
-            st.recent_ids[ev["event_id"]] = None
-            if len(st.recent_ids) > 2 * cfg.dedup_window:
-                st.recent_ids = trim_oldest(st.recent_ids, 2 * cfg.dedup_window)
+            st.remember_event(digest, cfg.dedup_window)
             if ts > self.watermark:
                 self.watermark = ts
             self.seq += 1
@@ -272,19 +274,19 @@ class AccountProcessor:
         pk = st.prompt_keys
         reused = False
         n = st.n
-        for k in prompt_keys(ev["prompt_simhash"]):
+        for k in prompt_key_ints(ev["prompt_simhash"]):
             s = pk.get(k)
             if s is None:
-                if k[-1] == "0":
+                if not k & 0xF:  # the consistent sample: keys whose last hex digit is 0
                     pk[k] = -n
-                    self._announce(out, st, acct, k, ts, prompt=True)
+                    self._announce(out, st, acct, prompt_key_name(k), ts, prompt=True)
                 else:
                     pk[k] = n
             else:
                 reused = True
                 if s > 0:
                     pk[k] = -s
-                    self._announce(out, st, acct, k, ts, prompt=True, first=s)
+                    self._announce(out, st, acct, prompt_key_name(k), ts, prompt=True, first=s)
         if len(pk) > _MAX_PROMPT_KEYS:
             st.prompt_keys = trim_oldest(pk, _MAX_PROMPT_KEYS)
         if reused:
@@ -298,11 +300,11 @@ class AccountProcessor:
             if day != st.para_day:
                 st.para_day, st.para_left = day, self.cfg.para_daily_budget
             if st.para_left > 0:
-                for k in paraphrase_keys(ev["prompt_simhash"], self.cfg.para_sample):
+                for k in paraphrase_key_ints(ev["prompt_simhash"], self.cfg.para_sample):
                     if k not in para:
                         para[k] = None
                         st.para_left -= 1
-                        self._announce(out, st, acct, k, ts, prompt=True)
+                        self._announce(out, st, acct, paraphrase_key_name(k), ts, prompt=True)
                 if len(para) > _MAX_PARA_KEYS:
                     st.para = trim_oldest(para, _MAX_PARA_KEYS)
 

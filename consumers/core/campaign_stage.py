@@ -50,6 +50,7 @@ Changelog keys: ``g:<fingerprint>`` (group), ``m:<account>`` (account links), ``
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -95,11 +96,12 @@ def _unit(kind: str, acct: str, org: str | None, card: str | None) -> str:
     >>> _unit("prompt", "a1", "org-1", "pf1"), _unit("prompt", "a1", None, "pf1"), _unit("pay", "a1", None, "pf1")
     ('org-1', 'c:pf1', 'a:a1')
     """
+    # interned: hundreds of thousands of fingerprints remember their member's unit
     if org is not None:
-        return org
+        return sys.intern(org)
     if card is not None and kind != "pay":
-        return "c:" + card
-    return "a:" + acct
+        return sys.intern("c:" + card)
+    return sys.intern("a:" + acct)
 
 
 def kind_of(fp: str) -> str:
@@ -151,6 +153,50 @@ class Group:
         return g
 
 
+class Single:
+    """A fingerprint only one account has shown (most of them: an honest user's own prompts).
+
+    Kept apart from :class:`Group` because there are so many: a few slots instead of three dicts
+    (about a quarter of the memory). When a second account shows the fingerprint it becomes a
+    :class:`Group` (:meth:`promote`); in the changelog it is written as the group it stands for.
+    """
+
+    __slots__ = ("kind", "acct", "unit", "req", "first", "last", "touch")
+
+    def __init__(self, kind: str, acct: str, unit: str, req: int | None, ts: int, touch: int):
+        self.kind = kind
+        self.acct = acct
+        self.unit = unit
+        self.req = req          # content kinds: the account's request number then
+        self.first = ts
+        self.last = ts
+        self.touch = touch
+
+    def promote(self) -> Group:
+        g = Group(self.kind, self.first)
+        g.last, g.touch = self.last, self.touch
+        g.members[self.acct] = self.unit
+        g.units[self.unit] = 1
+        g.n_units = 1
+        if self.req is not None:
+            g.reqs[self.acct] = self.req
+        return g
+
+    def to_list(self) -> list[Any]:
+        return [self.kind, {self.acct: self.unit}, 1, self.first, self.last, 0, 0, self.touch,
+                {} if self.req is None else {self.acct: self.req}]
+
+    @classmethod
+    def from_group(cls, g: Group) -> Single | None:
+        """The group as a single, when it is one (one member, one unit, not evidence)."""
+        if g.state != 0 or g.n_units != 1 or len(g.members) != 1:
+            return None
+        (acct, unit), = g.members.items()
+        s = cls(g.kind, acct, unit, g.reqs.get(acct), g.first, g.touch)
+        s.last = g.last
+        return s
+
+
 class AccountLinks:
     __slots__ = ("org", "links", "kc", "cid", "sent", "last", "joined", "touch", "pa", "sreq", "n")
 
@@ -189,7 +235,8 @@ class CampaignProcessor:
     def __init__(self, cfg: DetectorConfig, partition: int = 0):
         self.cfg = cfg
         self.partition = partition
-        self.groups: OrderedDict[str, Group] = OrderedDict()
+        self.groups: OrderedDict[str, Group] = OrderedDict()     # fingerprints of 2+ accounts, by recency
+        self.singles: OrderedDict[str, Single] = OrderedDict()   # fingerprints of one account, by recency
         self.accounts: OrderedDict[str, AccountLinks] = OrderedDict()
         self.parent: dict[str, str] = {}            # union-find over evidence groups
         self.roots: dict[str, list[Any]] = {}       # root fp -> [since, first fp ts, members dict]
@@ -217,39 +264,49 @@ class CampaignProcessor:
                 continue
             self.counters["observations"] += 1
             o = FingerprintSeen.from_dict(m)
-            self._observe(out, o.fingerprint, o.account, o.org, o.ts, o.watermark, o.request, o.card)
+            self._observe(out, o.fingerprint, sys.intern(o.account), o.org, o.ts, o.watermark, o.request, o.card)
         return out
 
     def _observe(self, out: list[Record], fp: str, acct: str, org: str | None, ts: int, w: int,
                  n: int = 0, card: str | None = None) -> None:
         cfg = self.cfg
         self.tseq += 1
+        self._dirty_g[fp] = None
         g = self.groups.get(fp)
-        if g is None:
-            g = Group(kind_of(fp), ts)
-            self.groups[fp] = g
-            if len(self.groups) > cfg.max_fingerprints_per_partition:
-                self._evict_group()
-        else:
+        if g is not None:
             self.groups.move_to_end(fp)
+        else:
+            single = self.singles.get(fp)
+            if single is None:
+                kind = kind_of(fp)
+                if cfg.link_min_units.get(kind, 4) > 1:
+                    # the first account to show it: a single (most fingerprints stay one)
+                    self.singles[fp] = Single(kind, acct, _unit(kind, acct, org, card),
+                                              n if kind in CONTENT_KINDS else None, ts, self.tseq)
+                    self._over_cap()
+                    a = self._account(acct, org, ts, n)
+                    if kind == "para":
+                        a.pa += 1
+                    return
+                g = Group(kind, ts)
+                self.groups[fp] = g
+                self._over_cap()
+            elif single.acct == acct:
+                self.singles.move_to_end(fp)
+                single.touch = self.tseq
+                if ts > single.last:
+                    single.last = ts
+                self._account(acct, org, ts, n)
+                return
+            else:
+                # a second account shows it: now a group
+                del self.singles[fp]
+                g = single.promote()
+                self.groups[fp] = g
         g.touch = self.tseq
         if ts > g.last:
             g.last = ts
-        self._dirty_g[fp] = None
-        a = self.accounts.get(acct)
-        if a is None:
-            a = AccountLinks(org, ts)
-            self.accounts[acct] = a
-            if len(self.accounts) > cfg.max_accounts_per_partition:
-                self._evict_account()
-        else:
-            self.accounts.move_to_end(acct)
-            if ts > a.last:
-                a.last = ts
-        a.touch = self.tseq
-        if n > a.n:
-            a.n = n
-        self._dirty_a[acct] = None
+        a = self._account(acct, org, ts, n)
         if acct in g.members:
             return
         if g.kind == "para":
@@ -287,6 +344,24 @@ class CampaignProcessor:
                     self._evaluate(out, member, la, w)
         elif g.state == 1:
             self._link(out, acct, fp, kind, w)
+
+    def _account(self, acct: str, org: str | None, ts: int, n: int) -> AccountLinks:
+        """The account's links, created or moved to the recent end, with its latest request."""
+        a = self.accounts.get(acct)
+        if a is None:
+            a = AccountLinks(org, ts)
+            self.accounts[acct] = a
+            if len(self.accounts) > self.cfg.max_accounts_per_partition:
+                self._evict_account()
+        else:
+            self.accounts.move_to_end(acct)
+            if ts > a.last:
+                a.last = ts
+        a.touch = self.tseq
+        if n > a.n:
+            a.n = n
+        self._dirty_a[acct] = None
+        return a
 
     def _link(self, out: list[Record], acct: str, fp: str, kind: str, w: int) -> None:
         a = self.accounts.get(acct)
@@ -365,7 +440,7 @@ class CampaignProcessor:
             if kind == "para":
                 continue
             g = self.groups.get(fp)
-            n = g.n_units if g is not None else 0
+            n = g.n_units if g is not None else 1 if fp in self.singles else 0
             if n > kinds.get(kind, 0):
                 kinds[kind] = n
         if self._para_share_ok(a):
@@ -536,10 +611,7 @@ class CampaignProcessor:
     # -- bounds ---------------------------------------------------------------------------------
     def _expire(self) -> None:
         horizon = self.watermark - self.cfg.fingerprint_ttl_ms
-        while self.groups:
-            fp, g = next(iter(self.groups.items()))
-            if g.last >= horizon:
-                break
+        while (oldest := self._oldest_fingerprint()) is not None and oldest.last < horizon:
             self._evict_group()
         while self.accounts:
             acct, a = next(iter(self.accounts.items()))
@@ -555,8 +627,20 @@ class CampaignProcessor:
         self._tomb.append(b"m:" + acct.encode())
         self.counters["accounts_evicted"] = self.counters.get("accounts_evicted", 0) + 1
 
+    def _oldest_fingerprint(self) -> Group | Single | None:
+        """The least recently observed fingerprint, group or single."""
+        g = next(iter(self.groups.values())) if self.groups else None
+        s = next(iter(self.singles.values())) if self.singles else None
+        return s if g is None or (s is not None and s.touch < g.touch) else g
+
+    def _over_cap(self) -> None:
+        if len(self.groups) + len(self.singles) > self.cfg.max_fingerprints_per_partition:
+            self._evict_group()
+
     def _evict_group(self) -> None:
-        fp, _ = self.groups.popitem(last=False)
+        """Forget the least recently observed fingerprint."""
+        oldest = self._oldest_fingerprint()
+        fp, _ = (self.singles if isinstance(oldest, Single) else self.groups).popitem(last=False)
         self._dirty_g.pop(fp, None)
         self._tomb.append(b"g:" + fp.encode())
         self.counters["groups_evicted"] += 1
@@ -565,7 +649,7 @@ class CampaignProcessor:
     def take_changes(self) -> list[tuple[bytes, bytes | None]]:
         out: list[tuple[bytes, bytes | None]] = [(k, None) for k in self._tomb]
         for fp in self._dirty_g:
-            g = self.groups.get(fp)
+            g = self.groups.get(fp) or self.singles.get(fp)
             if g is not None:
                 out.append((b"g:" + fp.encode(), orjson.dumps(g.to_list())))
         for acct in self._dirty_a:
@@ -611,7 +695,13 @@ class CampaignProcessor:
                     self.roots[name] = [since, {}]
         groups.sort(key=lambda t: t[0])  # recency order, exactly as live
         accounts.sort(key=lambda t: t[0])
-        self.groups = OrderedDict((n, g) for _, n, g in groups)
+        self.groups, self.singles = OrderedDict(), OrderedDict()
+        for _, n, g in groups:
+            single = Single.from_group(g)
+            if single is None:
+                self.groups[n] = g
+            else:
+                self.singles[n] = single
         self.accounts = OrderedDict((n, a) for _, n, a in accounts)
         # campaign membership, in the order members joined (first seen, then id)
         for _, name, a in sorted(accounts, key=lambda t: (t[2].joined, t[1])):
@@ -623,4 +713,5 @@ class CampaignProcessor:
                         self.strong.setdefault(root, {})[name] = None
 
     def state_size(self) -> dict[str, int]:
-        return {"groups": len(self.groups), "accounts": len(self.accounts), "campaigns": len(self.roots)}
+        return {"groups": len(self.groups), "singles": len(self.singles), "accounts": len(self.accounts),
+                "campaigns": len(self.roots)}

@@ -20,6 +20,8 @@ True
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 from typing import Any
 
@@ -55,7 +57,7 @@ class AccountState:
     __slots__ = (
         "org", "created", "first", "last", "n", "cats", "el", "tools", "hours",
         "gn", "gmean", "gm2", "tin", "tout", "ips", "reuse", "models",
-        "recent_ids", "prompt_keys", "fps", "next_learn", "sent",
+        "recent_ids", "ids_at", "prompt_keys", "fps", "next_learn", "sent",
         "dirty", "beh", "lpay", "lua", "scored_n", "scored_t", "touch", "switch_h", "para",
         "para_day", "para_left",
     )
@@ -78,8 +80,9 @@ class AccountState:
         self.ips: dict[str, None] = {}          # distinct client prefixes (bounded)
         self.reuse = 0                          # prompts whose SimHash the account used before
         self.models: dict[str, int] = {}        # model -> first use ts (bounded)
-        self.recent_ids: dict[str, None] = {}   # dedup window of event ids
-        self.prompt_keys: dict[str, int] = {}   # prompt LSH key -> request that first used it (< 0: announced)
+        self.recent_ids = bytearray()           # dedup window: 8-byte digests of recent event ids, a ring ...
+        self.ids_at = 0                         # ... whose oldest entry is here once it is full
+        self.prompt_keys: dict[int, int] = {}   # prompt LSH key -> request that first used it (< 0: announced)
         self.fps: dict[str, None] = {}          # non-prompt fingerprints announced
         self.next_learn = 0                     # ts from which the account may train the model again
         self.sent: list[Any] = []               # last behaviour summary sent downstream
@@ -91,7 +94,7 @@ class AccountState:
         self.scored_t = 0                       # event time of the last behaviour scoring
         self.touch = 0                          # partition sequence number of its last request
         self.switch_h = -1.0                    # hours from a model's release to this account's move to it
-        self.para: dict[str, None] | None = None  # paraphrase keys announced (recent ones)
+        self.para: dict[int, None] | None = None  # paraphrase keys announced (recent ones)
         self.para_day = -1                      # event-time day of the paraphrase-key budget ...
         self.para_left = 0                      # ... and what is left of it
 
@@ -103,6 +106,26 @@ class AccountState:
         st.first = ts_ms
         st.last = ts_ms
         return st
+
+    def seen_event(self, digest: bytes) -> bool:
+        """Whether an event id with this :func:`event_digest` is among the account's recent ones."""
+        ids = self.recent_ids
+        i = ids.find(digest)
+        while i >= 0:
+            if not i & 7:
+                return True
+            i = ids.find(digest, i + 1)
+        return False
+
+    def remember_event(self, digest: bytes, window: int) -> None:
+        """Remember an event id's digest; past ``window`` ids, the oldest is forgotten."""
+        ids = self.recent_ids
+        if len(ids) < 8 * window:
+            ids += digest
+        else:
+            at = self.ids_at
+            ids[at:at + 8] = digest
+            self.ids_at = (at + 8) % len(ids)
 
     def update(self, ev: dict[str, Any]) -> None:
         """Fold one (validated, non-duplicate) request into the state."""
@@ -193,7 +216,8 @@ class AccountState:
         return [
             self.org, self.created, self.first, self.last, self.n, self.cats, self.el, self.tools,
             self.hours, self.gn, self.gmean, self.gm2, self.tin, self.tout, list(self.ips),
-            self.reuse, self.models, list(self.recent_ids), self.prompt_keys,
+            self.reuse, self.models, [base64.b64encode(self.recent_ids).decode(), self.ids_at],
+            [x for kv in self.prompt_keys.items() for x in kv],
             list(self.fps), self.next_learn, self.sent, self.dirty, self.beh,
             self.lpay, self.lua, self.scored_n, self.scored_t, self.touch, self.switch_h,
             None if self.para is None else list(self.para), self.para_day, self.para_left,
@@ -207,42 +231,89 @@ class AccountState:
          st.next_learn, st.sent, st.dirty, st.beh, st.lpay, st.lua,
          st.scored_n, st.scored_t, st.touch, st.switch_h) = v[:30]
         para = v[30] if len(v) > 30 else None  # absent in changelogs written before paraphrase keys
-        st.para = None if para is None else dict.fromkeys(para)
+        st.para = None if para is None else dict.fromkeys(_key_int(k) for k in para)
         if len(v) > 32:
             st.para_day, st.para_left = v[31], v[32]
         st.ips = dict.fromkeys(ips)
-        st.recent_ids = dict.fromkeys(ids)
         st.fps = dict.fromkeys(fps)
+        # earlier changelogs: event ids as strings, prompt keys as a {name: request} dict
+        if isinstance(ids, list) and len(ids) == 2 and isinstance(ids[0], str) and isinstance(ids[1], int):
+            st.recent_ids, st.ids_at = bytearray(base64.b64decode(ids[0])), ids[1]
+        else:
+            for eid in ids[-64:]:
+                st.remember_event(event_digest(eid), 64)
+        pk = st.prompt_keys
+        if isinstance(pk, dict):
+            st.prompt_keys = {_key_int(k): r for k, r in pk.items()}
+        else:
+            st.prompt_keys = dict(zip(pk[::2], pk[1::2], strict=True))
         return st
 
 
-def prompt_keys(simhash_hex: str) -> tuple[str, str, str, str, str, str]:
-    """LSH keys of a 64-bit SimHash: the six pairs of its four 16-bit blocks.
+def event_digest(event_id: str) -> bytes:
+    """8 bytes standing for an event id in an account's dedup window (stable across processes).
+
+    >>> event_digest("evt-1") == event_digest("evt-1") != event_digest("evt-2")
+    True
+    """
+    return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+
+
+def _key_int(k: int | str) -> int:
+    """A prompt or paraphrase key as an int, from its name (``p<i>:`` / ``q<xyz>:``) or already one."""
+    if isinstance(k, int):
+        return k
+    if k[0] == "p":
+        return int(k[1]) << 32 | int(k[3:], 16)
+    return (int(k[1]) << 6 | int(k[2]) << 3 | int(k[3])) << 24 | int(k[5:], 16)
+
+
+def prompt_key_ints(simhash_hex: str) -> tuple[int, int, int, int, int, int]:
+    """LSH keys of a 64-bit SimHash: the six pairs of its four 16-bit blocks, as ints
+    (``pair << 32 | the two blocks``; :func:`prompt_key_name` spells one as announced).
 
     Two SimHashes within 2 bits of each other share at least one key (pigeonhole: two flipped
     bits touch at most two blocks, leaving one whole pair); unrelated ones share a key with
-    probability about 6 / 2**32. The pair index is part of the key.
+    probability about 6 / 2**32.
 
-    >>> a = prompt_keys("0123456789abcdef")
-    >>> a[0], a[5]
+    >>> a = prompt_key_ints("0123456789abcdef")
+    >>> prompt_key_name(a[0]), prompt_key_name(a[5])
     ('p0:01234567', 'p5:89abcdef')
-    >>> b = prompt_keys("0123456789ABCDEE")   # one bit away, other case
+    >>> b = prompt_key_ints("0123456789ABCDEE")   # one bit away, other case
     >>> len(set(a) & set(b)) >= 1
     True
     """
-    h = simhash_hex.lower()
-    b0, b1, b2, b3 = h[0:4], h[4:8], h[8:12], h[12:16]
-    return ("p0:" + h[0:8], "p1:" + b0 + b2, "p2:" + b0 + b3,
-            "p3:" + h[4:12], "p4:" + b1 + b3, "p5:" + h[8:16])
+    v = int(simhash_hex, 16)
+    hi = (v >> 48) << 16         # block 0, in the upper half of a pair
+    b1 = (v >> 32) & 0xFFFF
+    b2 = (v >> 16) & 0xFFFF
+    b3 = v & 0xFFFF
+    return (v >> 32, 1 << 32 | hi | b2, 2 << 32 | hi | b3,
+            3 << 32 | b1 << 16 | b2, 4 << 32 | b1 << 16 | b3, 5 << 32 | (v & 0xFFFFFFFF))
 
 
-def paraphrase_keys(simhash_hex: str, sample: int) -> list[str]:
-    """Paraphrase-tolerant LSH keys of a 64-bit SimHash, consistently sampled.
+def prompt_key_name(k: int) -> str:
+    """The fingerprint of a :func:`prompt_key_ints` key: ``p<pair>:<8 hex digits>``."""
+    return f"p{k >> 32}:{k & 0xFFFFFFFF:08x}"
+
+
+def prompt_keys(simhash_hex: str) -> list[str]:
+    """The fingerprints of :func:`prompt_key_ints`.
+
+    >>> prompt_keys("0123456789abcdef")[:3]
+    ['p0:01234567', 'p1:012389ab', 'p2:0123cdef']
+    """
+    return [prompt_key_name(k) for k in prompt_key_ints(simhash_hex)]
+
+
+def paraphrase_key_ints(simhash_hex: str, sample: int) -> list[int]:
+    """Paraphrase-tolerant LSH keys of a 64-bit SimHash, consistently sampled, as ints
+    (``which 3 bytes << 24 | their 24 bits``; :func:`paraphrase_key_name` spells one).
 
     A key is 3 of the SimHash's 8 bytes (24 bits; which 3 is part of the key: 56 choices). A
     paraphrase that flips ``k`` bits of its template keeps every key whose bytes the flips missed
     (with 7 flipped bits, about 4% of them), so uses of one template by many accounts keep meeting
-    on the template's own keys, where :func:`prompt_keys` (exact within 2 bits) loses them. The
+    on the template's own keys, where :func:`prompt_key_ints` (exact within 2 bits) loses them. The
     price is specificity: 24 bits collide by chance at scale, so the campaign stage only counts an
     account that shares *several* of them (``para_min_links``).
 
@@ -250,13 +321,13 @@ def paraphrase_keys(simhash_hex: str, sample: int) -> list[str]:
     for every account (a key is kept when its two first bytes are both marked, and a byte's mark
     depends only on its position and value), so accounts that use one template still meet.
 
-    >>> ks = paraphrase_keys("0123456789abcdef", 1)
-    >>> len(ks), ks[0]
+    >>> ks = paraphrase_key_ints("0123456789abcdef", 1)
+    >>> len(ks), paraphrase_key_name(ks[0])
     (56, 'q012:012345')
     >>> near = "0123456789abcd" + "ff"          # last byte changed: keys that avoid it survive
-    >>> len(set(ks) & set(paraphrase_keys(near, 1)))
+    >>> len(set(ks) & set(paraphrase_key_ints(near, 1)))
     35
-    >>> set(paraphrase_keys("0123456789abcdef", 16)) <= set(ks)
+    >>> set(paraphrase_key_ints("0123456789abcdef", 16)) <= set(ks)
     True
     """
     b = bytes.fromhex(simhash_hex)
@@ -266,13 +337,27 @@ def paraphrase_keys(simhash_hex: str, sample: int) -> list[str]:
         return []
     out = []
     for n, x in enumerate(marked):
-        bx = _HEX[b[x]]
+        bx = b[x] << 16
         for y in marked[n + 1:]:
-            pre = f"q{x}{y}"
-            bxy = bx + _HEX[b[y]]
+            pre = (x << 6 | y << 3) << 24 | bx | b[y] << 8
             for z in range(y + 1, 8):
-                out.append(f"{pre}{z}:{bxy}{_HEX[b[z]]}")
+                out.append(pre | z << 24 | b[z])
     return out
+
+
+def paraphrase_key_name(k: int) -> str:
+    """The fingerprint of a :func:`paraphrase_key_ints` key: ``q<x><y><z>:<6 hex digits>``."""
+    w = k >> 24
+    return f"q{w >> 6}{(w >> 3) & 7}{w & 7}:{k & 0xFFFFFF:06x}"
+
+
+def paraphrase_keys(simhash_hex: str, sample: int) -> list[str]:
+    """The fingerprints of :func:`paraphrase_key_ints`.
+
+    >>> paraphrase_keys("0123456789abcdef", 1)[:2]
+    ['q012:012345', 'q013:012367']
+    """
+    return [paraphrase_key_name(k) for k in paraphrase_key_ints(simhash_hex, sample)]
 
 
 _BYTE_POS = range(8)
