@@ -1,0 +1,67 @@
+"""The compact per-account state of the account stage (consumers/core/features.py): the dedup
+ring, keys as ints, and changelog values of this and of earlier versions."""
+
+from __future__ import annotations
+
+from consumers.core.features import (
+    AccountState,
+    event_digest,
+    paraphrase_key_ints,
+    paraphrase_key_name,
+    paraphrase_keys,
+    prompt_key_ints,
+    prompt_key_name,
+    prompt_keys,
+)
+
+
+def test_dedup_ring_remembers_exactly_the_last_window_ids() -> None:
+    st = AccountState.new(None, 0, 0)
+    for i in range(100):
+        st.remember_event(event_digest(f"e{i}"), 64)
+    assert len(st.recent_ids) == 64 * 8
+    assert all(st.seen_event(event_digest(f"e{i}")) for i in range(36, 100))
+    assert not any(st.seen_event(event_digest(f"e{i}")) for i in range(36))
+
+
+def test_a_digest_found_across_two_entries_is_not_a_match() -> None:
+    st = AccountState.new(None, 0, 0)
+    a, b = event_digest("a"), event_digest("b")
+    st.remember_event(a, 4)
+    st.remember_event(b, 4)
+    straddling = a[4:] + b[:4]  # present in the bytes, but not as an entry
+    assert not st.seen_event(straddling)
+    assert st.seen_event(a) and st.seen_event(b)
+
+
+def test_key_ints_name_the_announced_fingerprints() -> None:
+    h = "91b7584a2265b1f5"
+    assert [prompt_key_name(k) for k in prompt_key_ints(h)] == prompt_keys(h)
+    assert prompt_keys(h)[1] == "p1:91b72265"
+    assert [paraphrase_key_name(k) for k in paraphrase_key_ints(h, 1)] == paraphrase_keys(h, 1)
+    assert paraphrase_keys(h, 1)[0] == "q012:91b758"
+
+
+def test_changelog_round_trip() -> None:
+    st = AccountState.new("org", 1, 2)
+    st.remember_event(event_digest("x"), 64)
+    st.prompt_keys = {prompt_key_ints("91b7584a2265b1f5")[0]: -3}
+    st.para = {paraphrase_key_ints("91b7584a2265b1f5", 1)[0]: None}
+    back = AccountState.from_list(st.to_list())
+    assert back.to_list() == st.to_list()
+    assert back.seen_event(event_digest("x"))
+
+
+def test_changelog_of_an_earlier_version_restores() -> None:
+    # before the compact state: event ids as strings, prompt keys as {name: request}, paraphrase
+    # keys as names
+    st = AccountState.new("org", 1, 2)
+    old = st.to_list()
+    old[17] = ["e1", "e2"]
+    old[18] = {"p0:91b7584a": -3, "p5:2265b1f5": 4}
+    old[30] = ["q012:91b758"]
+    back = AccountState.from_list(old)
+    assert back.seen_event(event_digest("e1")) and back.seen_event(event_digest("e2"))
+    assert back.prompt_keys == {prompt_key_ints("91b7584a2265b1f5")[0]: -3,
+                                prompt_key_ints("91b7584a2265b1f5")[5]: 4}
+    assert back.para == {paraphrase_key_ints("91b7584a2265b1f5", 1)[0]: None}
