@@ -15,6 +15,7 @@ import sys
 from confluent_kafka import KafkaException
 
 from consumers import logs
+from consumers.config import DetectorConfigError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("consumers.demo", "local broker + simulated campaign + detector + quality, end to end"),
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
               "DISTILLWATCH_BOOTSTRAP_SERVERS, DISTILLWATCH_SECURITY_PROTOCOL and the credentials)",
               file=sys.stderr)
         return 1
+    except DetectorConfigError as e:
+        print(f"distillwatch {args.command}: detector configuration: {e}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # e.g. `distillwatch replay ... | head`
         sys.stderr.close()

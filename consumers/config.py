@@ -6,9 +6,12 @@ Command-line options override the environment, which overrides the defaults belo
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+import orjson
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.core.config import DetectorConfig
@@ -73,9 +76,50 @@ class DetectSettings(BaseSettings):
         1000, ge=0, description="librdkafka statistics (consumer lag) interval; 0 = off")
 
 
-def load_detector_config(path: str | None) -> DetectorConfig:
-    """The detector's thresholds: defaults, or a JSON file of ``DetectorConfig`` fields."""
-    if not path:
-        return DetectorConfig()
-    with open(path, "rb") as f:
-        return DetectorConfig.model_validate_json(f.read())
+DETECTOR_ENV_PREFIX = "DISTILLWATCH_DETECTOR__"
+
+
+class DetectorConfigError(ValueError):
+    """The detector configuration (environment or file) is not valid: the message says where."""
+
+
+def load_detector_config(path: str | None, environ: Mapping[str, str] | None = None) -> DetectorConfig:
+    """The detector's thresholds: the defaults, then ``DISTILLWATCH_DETECTOR__<FIELD>`` variables of
+    the environment (a JSON value, or a plain string), then a JSON file of ``DetectorConfig`` fields.
+
+    >>> load_detector_config(None, {"DISTILLWATCH_DETECTOR__TICK_MS": "600000"}).tick_ms
+    600000
+    >>> load_detector_config(None, {"DISTILLWATCH_DETECTOR__TIK_MS": "1"})
+    Traceback (most recent call last):
+    ...
+    consumers.config.DetectorConfigError: DISTILLWATCH_DETECTOR__TIK_MS: DetectorConfig has no field 'tik_ms'
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.upper().startswith(DETECTOR_ENV_PREFIX):
+            continue
+        field = name[len(DETECTOR_ENV_PREFIX):].lower()
+        if field not in DetectorConfig.model_fields:
+            raise DetectorConfigError(f"{name}: DetectorConfig has no field {field!r}")
+        try:
+            values[field] = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            values[field] = raw
+    if path:
+        try:
+            with open(path, "rb") as f:
+                from_file = orjson.loads(f.read())
+        except OSError as e:
+            raise DetectorConfigError(f"{path}: {e.strerror}") from None
+        except orjson.JSONDecodeError as e:
+            raise DetectorConfigError(f"{path}: not JSON: {e}") from None
+        if not isinstance(from_file, dict):
+            raise DetectorConfigError(f"{path}: must be a JSON object of DetectorConfig fields")
+        values.update(from_file)
+    try:
+        return DetectorConfig.model_validate(values)
+    except ValidationError as e:
+        where = f" (environment{' and ' + path if path else ''})"
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors())
+        raise DetectorConfigError(problems + where) from None

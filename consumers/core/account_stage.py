@@ -73,51 +73,60 @@ def dlq_record(r: Record, reason: str) -> Record:
     )
 
 
-#: weights of capability targeting, reasoning elicitation, round-the-clock activity and volume in
-#: the extraction profile (a choice: targeting counts most, as THREATS.md's campaigns all target
-#: coding/agentic/reasoning; any two strong signs make a clear profile)
-EXTRACTION_WEIGHTS = (0.45, 0.35, 0.35, 0.3)
-
-
 def _c01(x: float) -> float:
     return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
 
 
-def behaviour_evidence(st: AccountState, quantile: float) -> tuple[float, list[list[Any]], float]:
+def behaviour_evidence(st: AccountState, quantile: float, cfg: DetectorConfig) -> tuple[float, list[list[Any]], float]:
     """Per-account evidence in [0, 1], its reasons ``[[code, value], ...]`` and the account's
     *extraction profile* in [0, 1].
 
-    A weighted sum of interpretable signals (THREATS.md): freshness, capability targeting,
-    reasoning elicitation, round-the-clock activity, volume, the model's anomaly quantile. A move
-    to a newly released model within ``model_switch_ms`` is reported as a reason but not weighted.
-    None of them is damning alone; the policy enforces on behaviour alone only when a fresh
-    account also runs at heavy volume.
+    A weighted sum (``cfg.behaviour_weights``) of interpretable signals (THREATS.md), each through
+    its ramp (``cfg.signal_ramps``): freshness, capability targeting, reasoning elicitation,
+    round-the-clock activity, volume, the model's anomaly quantile. A move to a newly released
+    model within ``model_switch_ms`` is reported as a reason but not weighted. None of them is
+    damning alone; the policy enforces on behaviour alone only when a fresh account also runs at
+    heavy volume.
 
-    The extraction profile is what a distiller's traffic looks like whatever the account's age or
-    infrastructure: capability targeting, reasoning elicitation, round-the-clock activity, volume
-    (weighted by :data:`EXTRACTION_WEIGHTS`). Neither freshness nor the model's anomaly quantile
-    is part of it: the first is what aged, bought accounts evade, the second depends on how many
-    accounts a partition has learned from.
+    The extraction profile (``cfg.extraction_weights``) is what a distiller's traffic looks like
+    whatever the account's age or infrastructure: capability targeting, reasoning elicitation,
+    round-the-clock activity, volume. Neither freshness nor the model's anomaly quantile is part of
+    it: the first is what aged, bought accounts evade, the second depends on how many accounts a
+    partition has learned from.
+
+    >>> st = AccountState.new(None, created_ms=0, ts_ms=0)
+    >>> for i in range(40):                      # every half hour for 20 hours, coding, eliciting
+    ...     st.update({"ts_ms": i * 1_800_000, "task_category": "coding", "reasoning_elicitation": 0.9,
+    ...                "tool_use": False, "input_tokens": 10, "output_tokens": 900, "model": "m"})
+    >>> score, reasons, extraction = behaviour_evidence(st, 0.0, DetectorConfig())
+    >>> [r[0] for r in reasons], extraction
+    (['FRESH_ACCOUNT', 'CAPABILITY_CONCENTRATION', 'REASONING_ELICITATION', 'ROUND_THE_CLOCK'], 1.0)
     """
+    w, xw, ramp = cfg.behaviour_weights, cfg.extraction_weights, cfg.signal_ramps
+
+    def up(signal: str, x: float) -> float:
+        start, width = ramp[signal]
+        return _c01((x - start) / width)
+
     rate = st.rate_per_day()
     fresh = st.freshness()
     cap = st.capability_share()
     el = st.elicitation()
-    rtc = st.round_the_clock() if st.n >= 24 else 0.0
-    vol = _c01((rate - 300.0) / 1200.0)
-    anom = _c01((quantile - 0.95) / 0.05)
-    cap_x = _c01((cap - 0.6) / 0.35)
-    el_x = _c01((el - 0.4) / 0.45)
-    rtc_x = _c01((rtc - 0.75) / 0.2)
+    rtc_all = st.round_the_clock()
+    rtc = rtc_all if st.n >= cfg.round_the_clock_min_requests else 0.0
+    vol = up("volume", rate)
+    anom = up("anomaly", quantile)
+    cap_x = up("capability", cap)
+    el_x = up("elicitation", el)
+    rtc_x = up("round_the_clock", rtc)
     switch = st.switch_h >= 0  # reported for analysts, not weighted: honest new users do it too
-    score = _c01(0.30 * fresh + 0.15 * cap_x + 0.15 * el_x + 0.15 * rtc_x + 0.35 * vol + 0.15 * anom)
-    # the extraction profile starts lower than the reasons do: any lean towards the capabilities
-    # worth distilling, a mean elicitation above the honest population's (about 0.05 to 0.1),
-    # round-the-clock activity measured from 16 requests
-    extraction = _c01(EXTRACTION_WEIGHTS[0] * _c01((cap - 0.5) / 0.35)
-                      + EXTRACTION_WEIGHTS[1] * _c01((el - 0.15) / 0.35)
-                      + EXTRACTION_WEIGHTS[2] * (_c01((st.round_the_clock() - 0.75) / 0.2) if st.n >= 16 else 0.0)
-                      + EXTRACTION_WEIGHTS[3] * vol)
+    score = _c01(w["fresh"] * fresh + w["capability"] * cap_x + w["elicitation"] * el_x
+                 + w["round_the_clock"] * rtc_x + w["volume"] * vol + w["anomaly"] * anom)
+    extraction = _c01(xw["capability"] * up("extraction_capability", cap)
+                      + xw["elicitation"] * up("extraction_elicitation", el)
+                      + xw["round_the_clock"] * (up("round_the_clock", rtc_all)
+                                                 if st.n >= cfg.extraction_round_the_clock_min_requests else 0.0)
+                      + xw["volume"] * vol)
     reasons: list[list[Any]] = []
     if fresh >= 0.8:
         reasons.append(["FRESH_ACCOUNT", round(st.age_days_at_first(), 2)])
@@ -198,7 +207,7 @@ class AccountProcessor:
                     wave = ev["account_created_ms"] // cfg.wave_bucket_ms
                     self._announce(out, st, acct, f"wave:{wave}:{ev['user_agent'] or ''}", ts)
                     # what is known from the first request: how fresh the account is
-                    self._send_behaviour(out, acct, st, *behaviour_evidence(st, 0.0), max(self.watermark, ts))
+                    self._send_behaviour(out, acct, st, *behaviour_evidence(st, 0.0, cfg), max(self.watermark, ts))
             else:
                 if st.seen_event(digest):
                     self.counters["duplicates"] += 1
@@ -346,7 +355,7 @@ class AccountProcessor:
                 self.model.learn_one(f)
                 self._model_dirty = True
                 st.next_learn = wm + cfg.learn_every_ms
-            self._send_behaviour(out, acct, st, *behaviour_evidence(st, q), wm)
+            self._send_behaviour(out, acct, st, *behaviour_evidence(st, q, cfg), wm)
         self._expire(wm)
 
     def _send_behaviour(self, out: list[Record], acct: str, st: AccountState, score: float,

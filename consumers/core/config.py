@@ -12,7 +12,7 @@ import hashlib
 from typing import Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -47,6 +47,28 @@ class DetectorConfig(BaseModel):
     learn_min_age_days: float = Field(14.0, description="only accounts at least this old train the model (poisoning guard)")
     learn_every_ms: int = Field(DAY_MS, description="an account trains the model at most once per this much event time")
 
+    # --- behaviour evidence and the extraction profile (account stage) ---------------------------
+    # a signal's *ramp* (start, width) maps it to [0, 1]: 0 at start, 1 at start + width
+    behaviour_weights: dict[str, float] = Field(
+        default_factory=lambda: {"fresh": 0.30, "capability": 0.15, "elicitation": 0.15, "round_the_clock": 0.15,
+                                 "volume": 0.35, "anomaly": 0.15},
+        description="weights of the behaviour score (reported in flags, combined with campaign evidence by noisy-OR): freshness, capability targeting, reasoning elicitation, round-the-clock activity, volume, the model's anomaly quantile, each through its ramp; volume weighs most because a naive scraper shows little else",
+    )
+    extraction_weights: dict[str, float] = Field(
+        default_factory=lambda: {"capability": 0.45, "elicitation": 0.35, "round_the_clock": 0.35, "volume": 0.3},
+        description="weights of the extraction profile, which gates the content rules: what a distiller's traffic looks like whatever the account's age or infrastructure (no freshness, no anomaly quantile). A choice: targeting counts most, as THREATS.md's campaigns all target coding/agentic/reasoning; any two strong signs make a clear profile",
+    )
+    signal_ramps: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "capability": (0.6, 0.35), "elicitation": (0.4, 0.45), "round_the_clock": (0.75, 0.2),
+            "volume": (300.0, 1200.0), "anomaly": (0.95, 0.05),
+            "extraction_capability": (0.5, 0.35), "extraction_elicitation": (0.15, 0.35),
+        },
+        description="(start, width) of each signal's ramp: capability share, mean elicitation, active hours vs a 24/7 client, requests per day, anomaly quantile; the extraction profile's own capability and elicitation ramps start lower (any lean towards the capabilities worth distilling; a mean elicitation above the honest population's, about 0.05 to 0.1); a reason is reported from half-way up its ramp",
+    )
+    round_the_clock_min_requests: int = Field(24, description="requests before round-the-clock activity counts in the behaviour score (fewer cannot cover a day)")
+    extraction_round_the_clock_min_requests: int = Field(16, description="... and in the extraction profile")
+
     # --- campaign stage -------------------------------------------------------------------------
     link_min_units: dict[str, int] = Field(
         default_factory=lambda: {"prompt": 2, "para": 4, "ip": 4, "pay": 2, "ua": 4, "wave": 8},
@@ -72,13 +94,36 @@ class DetectorConfig(BaseModel):
     content_broad_requests: int = Field(12, description="distinct shared prompts (a reused prompt counts once) that make a *broad* library: more than a cohort's few shared starter or assignment prompts (10 enforced a cohort member on sweep seeds 1-3; 12 did not, at the same recall)")
     content_very_broad_requests: int = Field(20, description="distinct shared prompts that enforce a campaign member whatever its profile: far more than any cohort's starter prompts (sweep cohorts share 3-8)")
     campaign_strong_members: int = Field(3, description="members with a broad shared library (content_broad_requests) that make a campaign strong: its other members are enforced on a little shared content with a moderate extraction profile (a cohort's members share only its few starter prompts, so no cohort becomes strong)")
-    extraction_support: float = Field(0.4, description="extraction profile (capability targeting, reasoning elicitation, round-the-clock, volume; see account_stage.EXTRACTION_WEIGHTS) that, with shared content and shared infrastructure, enforces")
+    extraction_support: float = Field(0.4, description="extraction profile (capability targeting, reasoning elicitation, round-the-clock, volume; see extraction_weights) that, with shared content and shared infrastructure, enforces")
     extraction_broad: float = Field(0.3, description="extraction profile that, with a broad shared library, enforces")
     shared_card_units: int = Field(3, description="a card counts as campaign infrastructure when this many unrelated units (organisations, org-less accounts) pay with it: a household or a developer's second account shares one with one other")
     proxy_pool_prefixes: int = Field(3, description="client /24s shared with unrelated accounts that show rotation through a proxy pool (one shared home or office /24 does not)")
+    campaign_evidence: dict[str, float] = Field(
+        default_factory=lambda: {"member": 0.55, "per_kind": 0.1, "per_decade": 0.1, "max": 0.95,
+                                 "outside_per_kind": 0.1, "outside_max": 0.3},
+        description="the campaign evidence in a flag's score (noisy-OR with the behaviour score): a campaign member starts at 'member', + 'per_kind' for each kind of shared evidence beyond two, + 'per_decade' per decade of campaign size, at most 'max'; an account outside a campaign gets 'outside_per_kind' per kind, at most 'outside_max'. It orders the review queue and picks suspend over throttle (suspend_score); what enforces is the rules of judge()",
+    )
     suspend_score: float = 0.8
     throttle_score: float = 0.55
     review_score: float = Field(0.45, description="combined score from which an account goes to the review queue (no enforcement)")
+
+    @model_validator(mode="after")
+    def _known_signals(self) -> DetectorConfig:
+        """Weights and ramps name exactly the signals the account stage computes."""
+        expected = {
+            "behaviour_weights": {"fresh", "capability", "elicitation", "round_the_clock", "volume", "anomaly"},
+            "extraction_weights": {"capability", "elicitation", "round_the_clock", "volume"},
+            "signal_ramps": {"capability", "elicitation", "round_the_clock", "volume", "anomaly",
+                             "extraction_capability", "extraction_elicitation"},
+        }
+        expected["campaign_evidence"] = {"member", "per_kind", "per_decade", "max", "outside_per_kind", "outside_max"}
+        for name, keys in expected.items():
+            got = set(getattr(self, name))
+            if got != keys:
+                raise ValueError(f"{name}: expected the keys {sorted(keys)}, got {sorted(got)}")
+        if any(width <= 0 for _, width in self.signal_ramps.values()):
+            raise ValueError("signal_ramps: every width must be > 0")
+        return self
 
     def fingerprint(self) -> str:
         """Short hash of the configuration, logged and stamped into run metadata."""

@@ -14,7 +14,7 @@ decides (the rules, and why, in ``docs/detection.md`` and the README's *Flag pol
 * infrastructure alone, an established account's own volume and account age alone never enforce;
 * the naive scraper (fresh, heavy volume, capability targeting) is throttled on behaviour;
 * **score** = 1 − (1 − campaign evidence)(1 − behaviour evidence), a noisy-OR reported in the
-  flag (campaign evidence 0.55 for a member, +0.1 per extra kind, +0.1 per decade of size);
+  flag (``campaign_evidence``: 0.55 for a member, +0.1 per extra kind, +0.1 per decade of size);
 * **hysteresis**: an account is flagged again only when the action escalates
   (review → throttle → suspend) or its campaign changes; actions never step down on their own,
   and an account keeps the campaign id it was flagged with while a partition still sees it.
@@ -226,10 +226,12 @@ class PolicyProcessor:
         cfg = self.cfg
         cid, size = ev.campaign_id, ev.campaign_size
         nk = len(kinds)
+        ce = cfg.campaign_evidence
         if cid is not None:
-            ec = min(0.95, 0.55 + 0.1 * max(0, nk - 2) + 0.1 * math.log10(max(size or 1, 1)))
+            ec = min(ce["max"], ce["member"] + ce["per_kind"] * max(0, nk - 2)
+                     + ce["per_decade"] * math.log10(max(size or 1, 1)))
         else:
-            ec = min(0.3, 0.1 * nk)
+            ec = min(ce["outside_max"], ce["outside_per_kind"] * nk)
         score = 1.0 - (1.0 - ec) * (1.0 - beh)
         d = ev.shared_requests
         # (verdicts stop reporting growth at content_very_broad_requests: saturated is enough)

@@ -48,5 +48,5 @@ def test_the_reason_reaches_the_behaviour_summary() -> None:
     p.process([_rec(0, "early", T0, "m-old"), _rec(1, "mover", T0 + HOUR_MS, "m-old"),
                _rec(2, "first-user", T0 + 3 * DAY_MS, "m-new"),
                _rec(3, "mover", T0 + 3 * DAY_MS + HOUR_MS, "m-new")])
-    _, reasons, _ = behaviour_evidence(p.accounts["mover"], 0.0)
+    _, reasons, _ = behaviour_evidence(p.accounts["mover"], 0.0, p.cfg)
     assert ["MODEL_SWITCH", 1.0] in reasons
