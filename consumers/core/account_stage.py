@@ -151,7 +151,10 @@ class AccountProcessor:
     def __init__(self, cfg: DetectorConfig, partition: int = 0):
         self.cfg = cfg
         self.partition = partition
-        self.accounts: OrderedDict[str, AccountState] = OrderedDict()  # least recently active first
+        # least recently active first; an account idle for freeze_after_ms is kept frozen: its
+        # changelog value (bytes), without the caches (see AccountState.freeze)
+        self.accounts: OrderedDict[str, AccountState | bytes] = OrderedDict()
+        self._warm: OrderedDict[str, None] = OrderedDict()  # the accounts not frozen, least recently active first
         self.model = BehaviourModel(len(FEATURE_NAMES), seed=cfg.seed + partition, n_trees=cfg.hst_trees,
                                     height=cfg.hst_height, window_size=cfg.hst_window)
         self.watermark = 0
@@ -159,14 +162,16 @@ class AccountProcessor:
         self.seq = 0                      # requests processed: orders accounts by recency
         self.started = -1                 # event time of the first request the partition saw
         self.model_first: dict[str, int] = {}
-        self._changed: dict[str, None] = {}
+        self._changed: dict[str, None] = {}   # accounts to write at the next checkpoint
+        self._active: dict[str, None] = {}    # accounts owed a scoring at the next tick (st.dirty)
         self._tombstones: list[str] = []
         self._model_dirty = False
         self._tail_of: tuple[str, int, int, int, str | None] | None = None  # (account, ts, watermark, n, card) of _tail
         self._card: str | None = None     # payment fingerprint of the request being processed
         self._tail = b""
         self.counters = {"events": 0, "invalid": 0, "duplicates": 0, "evicted_ttl": 0,
-                         "evicted_cap": 0, "fingerprint_cap": 0, "ts_out_of_range": 0}
+                         "evicted_cap": 0, "fingerprint_cap": 0, "ts_out_of_range": 0,
+                         "frozen": 0, "thawed": 0}
 
     # -- processing ------------------------------------------------------------------------------
     def process(self, records: list[Record]) -> list[Record]:
@@ -194,13 +199,14 @@ class AccountProcessor:
                 self.next_tick = (ts // cfg.tick_ms + 1) * cfg.tick_ms
             acct = ev["account_id"]
             self._card = ev["payment_fingerprint"]
-            st = accounts.get(acct)
+            got = accounts.get(acct)
             digest = event_digest(ev["event_id"])
-            if st is None:
+            if got is None:
                 st = AccountState.new(ev["org_id"], ev["account_created_ms"], ts)
                 if st.age_days_at_first() < cfg.para_max_age_days:
                     st.para = {}
                 accounts[acct] = st
+                self._warm[acct] = None
                 if len(accounts) > cfg.max_accounts_per_partition:
                     self._evict_one("evicted_cap")
                 if st.freshness() > 0.0:
@@ -208,11 +214,18 @@ class AccountProcessor:
                     self._announce(out, st, acct, f"wave:{wave}:{ev['user_agent'] or ''}", ts)
                     # what is known from the first request: how fresh the account is
                     self._send_behaviour(out, acct, st, *behaviour_evidence(st, 0.0, cfg), max(self.watermark, ts))
+            elif isinstance(got, bytes):  # frozen: thaw it
+                st = accounts[acct] = AccountState.thaw(got)
+                accounts.move_to_end(acct)
+                self._warm[acct] = None
+                self.counters["thawed"] += 1
             else:
+                st = got
                 if st.seen_event(digest):
                     self.counters["duplicates"] += 1
                     continue
                 accounts.move_to_end(acct)
+                self._warm.move_to_end(acct)
             st.remember_event(digest, cfg.dedup_window)
             if ts > self.watermark:
                 self.watermark = ts
@@ -221,6 +234,7 @@ class AccountProcessor:
             self.counters["events"] += 1
             st.update(ev)
             self._changed[acct] = None
+            self._active[acct] = None
             self._fingerprints(out, st, acct, ev, ts)
         return out
 
@@ -338,15 +352,20 @@ class AccountProcessor:
         """Score the accounts active since the last tick (sorted: order never depends on hashing)."""
         cfg = self.cfg
         wm = self.watermark
-        active = sorted(a for a in self._changed if (st := self.accounts.get(a)) is not None and st.dirty)
+        accounts = self.accounts
+        active = sorted(a for a in self._active if type(st := accounts.get(a)) is AccountState and st.dirty)
+        self._active = {}
         for acct in active:
-            st = self.accounts[acct]
+            st = accounts[acct]
+            assert isinstance(st, AccountState)
             st.dirty = False
+            self._changed[acct] = None  # its scoring (or the debt of one) is part of its state
             if st.n < cfg.min_events_to_score:
                 continue
             # features move slowly: rescore once the account grew by a quarter, or after a while
             if st.scored_n and st.n < st.scored_n * 1.25 and wm - st.scored_t < cfg.rescore_ms:
                 st.dirty = True  # still owed a scoring
+                self._active[acct] = None
                 continue
             st.scored_n, st.scored_t = st.n, wm
             f = st.features()
@@ -357,6 +376,7 @@ class AccountProcessor:
                 st.next_learn = wm + cfg.learn_every_ms
             self._send_behaviour(out, acct, st, *behaviour_evidence(st, q, cfg), wm)
         self._expire(wm)
+        self._freeze_idle(wm)
 
     def _send_behaviour(self, out: list[Record], acct: str, st: AccountState, score: float,
                         reasons: list[list[Any]], extraction: float, wm: int) -> None:
@@ -374,12 +394,37 @@ class AccountProcessor:
         acc = self.accounts
         while acc:
             acct, st = next(iter(acc.items()))
-            if st.last + ttl > wm:
+            last = AccountState.frozen_last(st) if isinstance(st, bytes) else st.last
+            if last + ttl > wm:
                 break
             self._evict_one("evicted_ttl")
 
+    def _freeze_idle(self, wm: int) -> None:
+        """Freeze the accounts idle for ``freeze_after_ms``: a few hundred bytes each instead of
+        their caches (dedup window, prompt and paraphrase keys), which a returning account rebuilds."""
+        after = self.cfg.freeze_after_ms
+        if not after:
+            return
+        warm, acc = self._warm, self.accounts
+        for _ in range(len(warm)):
+            acct = next(iter(warm))
+            st = acc.get(acct)
+            if not isinstance(st, AccountState):  # (not reached: evicted and frozen accounts leave)
+                warm.popitem(last=False)
+            elif st.last + after > wm:
+                break
+            elif st.dirty:  # owed a scoring: stays warm until it had it
+                warm.move_to_end(acct)
+            else:
+                warm.popitem(last=False)
+                acc[acct] = st.freeze()
+                self._changed[acct] = None
+                self.counters["frozen"] += 1
+
     def _evict_one(self, counter: str) -> None:
         acct, _ = self.accounts.popitem(last=False)
+        self._warm.pop(acct, None)
+        self._active.pop(acct, None)
         self._changed.pop(acct, None)
         self._tombstones.append(acct)
         self.counters[counter] += 1
@@ -390,22 +435,25 @@ class AccountProcessor:
         for acct in self._changed:
             st = self.accounts.get(acct)
             if st is not None:
-                out.append((_ACCOUNT_PREFIX + acct.encode(), orjson.dumps(st.to_list())))
+                out.append((_ACCOUNT_PREFIX + acct.encode(), st if isinstance(st, bytes) else orjson.dumps(st.to_list())))
         if self._model_dirty:
             out.append((MODEL_KEY, self.model.dumps()))
         out.append((META_KEY, orjson.dumps({"wm": self.watermark, "nt": self.next_tick, "seq": self.seq, "st": self.started,
                                             "mf": self.model_first, "c": self.counters})))
+        self.discard_changes()
+        return out
+
+    def discard_changes(self) -> None:
+        """Forget what changed since the last checkpoint (file replay has no changelog)."""
         self._tombstones = []
         self._model_dirty = False
-        # accounts still dirty for the coming tick stay findable after a restore via st.dirty
-        self._changed = {a: None for a in self._changed if (s := self.accounts.get(a)) is not None and s.dirty}
-        return out
+        self._changed = {}
 
     def restore(self, entries: Iterable[tuple[bytes, bytes | None]]) -> None:
         latest: dict[bytes, bytes | None] = {}
         for k, v in entries:
             latest[k] = v
-        states: list[tuple[int, str, AccountState]] = []
+        states: list[tuple[int, str, AccountState | bytes]] = []
         for k, v in latest.items():
             if v is None:
                 continue
@@ -419,11 +467,17 @@ class AccountProcessor:
                 self.counters.update(m.get("c", {}))
             elif k.startswith(_ACCOUNT_PREFIX):
                 acct = k[len(_ACCOUNT_PREFIX):].decode()
-                st = AccountState.from_list(orjson.loads(v))
-                states.append((st.touch, acct, st))
+                lst = orjson.loads(v)
+                if AccountState.is_frozen(lst):
+                    states.append((AccountState.touch_of(lst), acct, v))
+                else:
+                    st = AccountState.from_list(lst)
+                    states.append((st.touch, acct, st))
         states.sort(key=lambda t: t[0])  # recency order, exactly as live
         self.accounts = OrderedDict((a, st) for _, a, st in states)
-        self._changed = {a: None for _, a, st in states if st.dirty}
+        self._warm = OrderedDict((a, None) for _, a, st in states if type(st) is AccountState)
+        self._active = {a: None for _, a, st in states if type(st) is AccountState and st.dirty}
+        self._changed = {}
 
     def state_size(self) -> dict[str, int]:
-        return {"accounts": len(self.accounts)}
+        return {"accounts": len(self.accounts), "frozen": len(self.accounts) - len(self._warm)}

@@ -662,8 +662,12 @@ class CampaignProcessor:
             out.append((b"u:" + fp.encode(), orjson.dumps([self.parent.get(fp), r[0] if r else None])))
         out.append((META_KEY, orjson.dumps({"wm": self.watermark, "seq": self.seq, "tseq": self.tseq,
                                             "c": self.counters})))
-        self._tomb, self._dirty_g, self._dirty_a, self._dirty_u = [], {}, {}, {}
+        self.discard_changes()
         return out
+
+    def discard_changes(self) -> None:
+        """Forget what changed since the last checkpoint (file replay has no changelog)."""
+        self._tomb, self._dirty_g, self._dirty_a, self._dirty_u = [], {}, {}, {}
 
     def restore(self, entries: Iterable[tuple[bytes, bytes | None]]) -> None:
         latest: dict[bytes, bytes | None] = {}

@@ -33,6 +33,7 @@ class DetectorConfig(BaseModel):
     max_clock_skew_ms: int = Field(15 * 60_000, description="an event whose ts_ms lies further ahead than this of its record's broker timestamp goes to the DLQ (ts_out_of_range) and never moves the clock (live consumption, replayed topics)")
     max_stream_jump_ms: int = Field(DAY_MS, description="without a broker timestamp (file replay): an event further ahead than this of the partition's watermark goes to the DLQ (a partition may be quiet for hours, so this is wider than the skew)")
     allowed_lateness_ms: int = Field(2 * DAY_MS, description="an event whose ts_ms lies further than this behind the partition's watermark goes to the DLQ (ts_out_of_range); later events within it are processed without moving the clock back")
+    freeze_after_ms: int = Field(DAY_MS, ge=0, description="an account idle this long (event time) is kept frozen: its changelog value without the caches of an active account (dedup window, prompt and paraphrase keys), a few hundred bytes; it thaws on its next request. 0 = never. A day: longer than an active account's overnight gap, so daily users keep their prompt memory")
     dedup_window: int = Field(64, description="recent event_ids remembered per account to drop duplicate deliveries")
     max_fingerprints_per_account: int = Field(256, description="fingerprints announced per account, at most")
 

@@ -25,6 +25,8 @@ import hashlib
 import math
 from typing import Any
 
+import orjson
+
 from consumers.core.config import DAY_MS, HOUR_MS
 
 CATEGORIES = ("coding", "agentic", "reasoning", "math", "writing", "analysis", "chat", "translation", "other")
@@ -223,6 +225,43 @@ class AccountState:
             None if self.para is None else list(self.para), self.para_day, self.para_left,
         ]
 
+    # -- frozen: an idle account's changelog value, without the caches ---------------------------
+    def freeze(self) -> bytes:
+        """The account as a frozen changelog value: everything but the caches that only serve an
+        active account (its dedup window, its prompt and paraphrase keys), marked frozen.
+
+        >>> st = AccountState.new("org-1", created_ms=0, ts_ms=5)
+        >>> st.remember_event(event_digest("e1"), 64)
+        >>> blob = st.freeze()
+        >>> AccountState.is_frozen(orjson.loads(blob)), AccountState.frozen_last(blob)
+        (True, 5)
+        >>> back = AccountState.thaw(blob)
+        >>> back.org, back.seen_event(event_digest("e1"))
+        ('org-1', False)
+        """
+        v = self.to_list()
+        v[_IDS], v[_PROMPT_KEYS] = ["", 0], []
+        if v[_PARA] is not None:
+            v[_PARA] = []
+        v.append(1)
+        return orjson.dumps(v)
+
+    @classmethod
+    def thaw(cls, blob: bytes) -> AccountState:
+        return cls.from_list(orjson.loads(blob))
+
+    @staticmethod
+    def is_frozen(v: list[Any]) -> bool:
+        return len(v) > _FROZEN and v[_FROZEN] == 1
+
+    @staticmethod
+    def frozen_last(blob: bytes) -> int:
+        return int(orjson.loads(blob)[_LAST])
+
+    @staticmethod
+    def touch_of(v: list[Any]) -> int:
+        return int(v[_TOUCH])
+
     @classmethod
     def from_list(cls, v: list[Any]) -> AccountState:
         st = cls()
@@ -248,6 +287,10 @@ class AccountState:
         else:
             st.prompt_keys = dict(zip(pk[::2], pk[1::2], strict=True))
         return st
+
+
+#: positions in the changelog list (:meth:`AccountState.to_list`)
+_LAST, _IDS, _PROMPT_KEYS, _TOUCH, _PARA, _FROZEN = 3, 17, 18, 28, 30, 33
 
 
 def event_digest(event_id: str) -> bytes:

@@ -26,7 +26,7 @@ from consumers.core.account_stage import AccountProcessor
 from consumers.core.campaign_stage import CampaignProcessor
 from consumers.core.config import DetectorConfig
 from consumers.core.policy import PolicyProcessor
-from consumers.core.stage import Record, StageSpec
+from consumers.core.stage import Processor, Record, StageSpec
 
 DETECTOR_VERSION = __version__
 
@@ -83,7 +83,12 @@ class LocalPipeline:
         for r in self.account.process(recs):
             (self.dead_letters if r.topic == DLQ else obs).append(r)
         verdicts = self.campaign.process(obs)
-        return [r.value for r in self.policy.process(verdicts)]
+        flags = [r.value for r in self.policy.process(verdicts)]
+        # no changelog here: forget what would be written to it (it would only grow)
+        self.account.discard_changes()
+        self.campaign.discard_changes()
+        self.policy.discard_changes()
+        return flags
 
     def counters(self) -> dict[str, Any]:
         return {"account": dict(self.account.counters), "campaign": dict(self.campaign.counters),
@@ -143,5 +148,9 @@ class PartitionedPipeline:
             for r in proc.process(part):
                 (self.dead_letters if r.topic == DLQ else obs).append(r)
         verdicts = [r for proc, part in zip(self.campaign, self._route(obs), strict=True) for r in proc.process(part)]
-        return [r.value for proc, part in zip(self.policy, self._route(verdicts), strict=True)
-                for r in proc.process(part)]
+        flags = [r.value for proc, part in zip(self.policy, self._route(verdicts), strict=True)
+                 for r in proc.process(part)]
+        stages: list[Processor] = [*self.account, *self.campaign, *self.policy]
+        for stage in stages:
+            stage.discard_changes()  # no changelog here
+        return flags

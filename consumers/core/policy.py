@@ -333,8 +333,12 @@ class PolicyProcessor:
             if s is not None:
                 out.append((b"p:" + acct.encode(), orjson.dumps(s.to_list())))
         out.append((b"__meta__", orjson.dumps({"seq": self.seq})))
-        self._tomb, self._dirty = [], {}
+        self.discard_changes()
         return out
+
+    def discard_changes(self) -> None:
+        """Forget what changed since the last checkpoint (file replay has no changelog)."""
+        self._tomb, self._dirty = [], {}
 
     def restore(self, entries: Iterable[tuple[bytes, bytes | None]]) -> None:
         latest: dict[bytes, bytes | None] = {}

@@ -51,6 +51,8 @@ class Processor(Protocol):
 
     def restore(self, entries: Iterable[tuple[bytes, bytes | None]]) -> None: ...
 
+    def discard_changes(self) -> None: ...
+
 
 class ProcessorFactory(Protocol):
     """Builds the processor for one input partition of a stage."""

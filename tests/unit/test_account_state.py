@@ -65,3 +65,46 @@ def test_changelog_of_an_earlier_version_restores() -> None:
     assert back.prompt_keys == {prompt_key_ints("91b7584a2265b1f5")[0]: -3,
                                 prompt_key_ints("91b7584a2265b1f5")[5]: 4}
     assert back.para == {paraphrase_key_ints("91b7584a2265b1f5", 1)[0]: None}
+
+
+# --- frozen accounts (AccountProcessor, freeze_after_ms) --------------------------------------------
+
+def _requests(acct: str, times_h: list[float], first_id: int = 0) -> list:
+    import orjson
+
+    from consumers.core.stage import Record
+    from tests.eventgen import T0, valid_event
+    return [Record("requests", acct.encode(), orjson.dumps(valid_event(
+        event_id=f"{acct}-{first_id + i}", account_id=acct, ts_ms=T0 + int(h * 3_600_000),
+        account_created_ms=T0 - 86_400_000, prompt_simhash=f"{(first_id + i) * 0x9E3779B97F4A7C15 % 2**64:016x}")),
+        offset=first_id + i) for i, h in enumerate(times_h)]
+
+
+def test_an_idle_account_freezes_small_and_thaws_on_its_next_request() -> None:
+    from consumers.core.account_stage import AccountProcessor
+    from consumers.core.config import HOUR_MS, DetectorConfig
+
+    ap = AccountProcessor(DetectorConfig(freeze_after_ms=6 * HOUR_MS))
+    ap.process(_requests("idle", [0.0, 0.1, 0.2, 0.3]))
+    ap.process(_requests("busy", [h / 2 for h in range(1, 30)], 100))  # 14.5 hours of activity
+    st = ap.accounts["idle"]
+    assert isinstance(st, bytes) and len(st) < 512
+    assert isinstance(ap.accounts["busy"], AccountState)
+    assert ap.state_size() == {"accounts": 2, "frozen": 1}
+    # its changelog entry is the frozen value
+    assert (b"a:idle", st) in ap.take_changes()
+    ap.process(_requests("idle", [15.0], 4))
+    back = ap.accounts["idle"]
+    assert isinstance(back, AccountState) and back.n == 5
+    assert ap.counters["frozen"] == 1 and ap.counters["thawed"] == 1
+
+
+def test_freezing_can_be_turned_off() -> None:
+    from consumers.core.account_stage import AccountProcessor
+    from consumers.core.config import DetectorConfig
+
+    ap = AccountProcessor(DetectorConfig(freeze_after_ms=0))
+    ap.process(_requests("idle", [0.0, 0.1]))
+    ap.process(_requests("busy", [h for h in range(1, 60)], 100))
+    assert isinstance(ap.accounts["idle"], AccountState)
+    assert ap.counters["frozen"] == 0

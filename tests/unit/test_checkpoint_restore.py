@@ -41,8 +41,8 @@ Out = tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]
 Entry = tuple[bytes, bytes | None]
 
 CFG = DetectorConfig()
-#: small TTLs and caps: every eviction path runs on a two-day stream
-TIGHT = DetectorConfig(account_ttl_ms=6 * HOUR_MS, max_accounts_per_partition=15,
+#: small TTLs and caps: every eviction path runs on a two-day stream, and idle accounts freeze
+TIGHT = DetectorConfig(account_ttl_ms=6 * HOUR_MS, max_accounts_per_partition=15, freeze_after_ms=2 * HOUR_MS,
                        fingerprint_ttl_ms=6 * HOUR_MS, max_fingerprints_per_partition=200,
                        max_members_per_fingerprint=6, max_fingerprints_per_account=10,
                        tick_ms=10 * 60_000)
@@ -276,6 +276,10 @@ def test_chain_batch_boundaries_do_not_matter() -> None:
 @pytest.mark.parametrize("stage", STAGES)
 def test_restore_equivalence_with_evictions(stage: str) -> None:
     recs = stage_inputs("jittered", "tight")[stage]
+    if stage == "account":  # the stream exercises freezing and thawing idle accounts
+        ap = AccountProcessor(TIGHT, 0)
+        ap.process(recs)
+        assert ap.counters["frozen"] > 0 and ap.counters["thawed"] > 0
     check_batching_irrelevant(stage, TIGHT, recs)
     check_restore_equivalence(stage, TIGHT, recs, seed=1, n_cuts=2)
 
