@@ -36,16 +36,17 @@ from consumers.contract.events import InvalidEvent, parse_event
 from consumers.core.config import DAY_MS, HOUR_MS, DetectorConfig
 from consumers.core.features import (
     FEATURE_NAMES,
+    MAX_PARA_KEYS,
     AccountState,
     event_digest,
     paraphrase_key_ints,
     paraphrase_key_name,
     prompt_key_ints,
     prompt_key_name,
-    trim_oldest,
 )
 from consumers.core.messages import Behaviour, encode_fingerprint, fingerprint_tail
 from consumers.core.models.behaviour import BehaviourModel
+from consumers.core.prompt_memory import KeySet
 from consumers.core.stage import Record
 
 MODEL_KEY = b"__model__"
@@ -53,8 +54,6 @@ META_KEY = b"__meta__"
 _ACCOUNT_PREFIX = b"a:"
 _MAX_IPS = 64              # distinct client prefixes remembered per account
 _ANNOUNCED_IPS = 16        # ... of which announced: enough to place the account in a proxy pool
-_MAX_PROMPT_KEYS = 512
-_MAX_PARA_KEYS = 128       # paraphrase keys remembered per fresh account (to announce each once)
 _MAX_MODELS = 32
 
 
@@ -204,7 +203,7 @@ class AccountProcessor:
             if got is None:
                 st = AccountState.new(ev["org_id"], ev["account_created_ms"], ts)
                 if st.age_days_at_first() < cfg.para_max_age_days:
-                    st.para = {}
+                    st.para = KeySet(MAX_PARA_KEYS)
                 accounts[acct] = st
                 self._warm[acct] = None
                 if len(accounts) > cfg.max_accounts_per_partition:
@@ -294,24 +293,24 @@ class AccountProcessor:
         # (a key's state: the number of the request that first used it, negated once announced;
         # a key announced on reuse carries that first request's number, so the campaign stage
         # counts a reused prompt once)
-        pk = st.prompt_keys
-        reused = False
-        n = st.n
-        for k in prompt_key_ints(ev["prompt_simhash"]):
-            s = pk.get(k)
-            if s is None:
+        pm = st.prompts
+        keys = prompt_key_ints(ev["prompt_simhash"])
+        announced = held = 0  # bit sets over the six pairs
+        for j, k in enumerate(keys):
+            slot = pm.find(k)
+            if slot < 0:
                 if not k & 0xF:  # the consistent sample: keys whose last hex digit is 0
-                    pk[k] = -n
+                    announced |= 1 << j
                     self._announce(out, st, acct, prompt_key_name(k), ts, prompt=True)
-                else:
-                    pk[k] = n
             else:
-                reused = True
-                if s > 0:
-                    pk[k] = -s
-                    self._announce(out, st, acct, prompt_key_name(k), ts, prompt=True, first=s)
-        if len(pk) > _MAX_PROMPT_KEYS:
-            st.prompt_keys = trim_oldest(pk, _MAX_PROMPT_KEYS)
+                held |= 1 << j
+                if not pm.announced(slot, j):
+                    pm.mark(slot, j)
+                    self._announce(out, st, acct, prompt_key_name(k), ts, prompt=True, first=pm.request(slot))
+        reused = held != 0
+        if held != 0b111111:
+            pm.add(keys, st.n, announced, held)
+            pm.trim()
         if reused:
             st.reuse += 1
         # every account also announces paraphrase-tolerant keys (each once), up to a daily budget:
@@ -324,12 +323,10 @@ class AccountProcessor:
                 st.para_day, st.para_left = day, self.cfg.para_daily_budget
             if st.para_left > 0:
                 for k in paraphrase_key_ints(ev["prompt_simhash"], self.cfg.para_sample):
-                    if k not in para:
-                        para[k] = None
+                    if para.add(k):
                         st.para_left -= 1
                         self._announce(out, st, acct, paraphrase_key_name(k), ts, prompt=True)
-                if len(para) > _MAX_PARA_KEYS:
-                    st.para = trim_oldest(para, _MAX_PARA_KEYS)
+                para.trim()
 
     def _announce(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int,
                   prompt: bool = False, first: int | None = None) -> None:

@@ -28,6 +28,11 @@ from typing import Any
 import orjson
 
 from consumers.core.config import DAY_MS, HOUR_MS
+from consumers.core.prompt_memory import KeySet, PromptMemory
+
+#: prompt keys remembered per account (~85 prompts), and paraphrase keys (each announced once)
+MAX_PROMPT_KEYS = 512
+MAX_PARA_KEYS = 128
 
 CATEGORIES = ("coding", "agentic", "reasoning", "math", "writing", "analysis", "chat", "translation", "other")
 CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
@@ -59,7 +64,7 @@ class AccountState:
     __slots__ = (
         "org", "created", "first", "last", "n", "cats", "el", "tools", "hours",
         "gn", "gmean", "gm2", "tin", "tout", "ips", "reuse", "models",
-        "recent_ids", "ids_at", "prompt_keys", "fps", "next_learn", "sent",
+        "recent_ids", "ids_at", "prompts", "fps", "next_learn", "sent",
         "dirty", "beh", "lpay", "lua", "scored_n", "scored_t", "touch", "switch_h", "para",
         "para_day", "para_left",
     )
@@ -84,7 +89,7 @@ class AccountState:
         self.models: dict[str, int] = {}        # model -> first use ts (bounded)
         self.recent_ids = bytearray()           # dedup window: 8-byte digests of recent event ids, a ring ...
         self.ids_at = 0                         # ... whose oldest entry is here once it is full
-        self.prompt_keys: dict[int, int] = {}   # prompt LSH key -> request that first used it (< 0: announced)
+        self.prompts = PromptMemory(MAX_PROMPT_KEYS)  # keys of its recent prompts, their first use, announced?
         self.fps: dict[str, None] = {}          # non-prompt fingerprints announced
         self.next_learn = 0                     # ts from which the account may train the model again
         self.sent: list[Any] = []               # last behaviour summary sent downstream
@@ -96,7 +101,7 @@ class AccountState:
         self.scored_t = 0                       # event time of the last behaviour scoring
         self.touch = 0                          # partition sequence number of its last request
         self.switch_h = -1.0                    # hours from a model's release to this account's move to it
-        self.para: dict[int, None] | None = None  # paraphrase keys announced (recent ones)
+        self.para: KeySet | None = None         # paraphrase keys announced (recent ones)
         self.para_day = -1                      # event-time day of the paraphrase-key budget ...
         self.para_left = 0                      # ... and what is left of it
 
@@ -219,10 +224,10 @@ class AccountState:
             self.org, self.created, self.first, self.last, self.n, self.cats, self.el, self.tools,
             self.hours, self.gn, self.gmean, self.gm2, self.tin, self.tout, list(self.ips),
             self.reuse, self.models, [base64.b64encode(self.recent_ids).decode(), self.ids_at],
-            [x for kv in self.prompt_keys.items() for x in kv],
+            self.prompts.to_list(),
             list(self.fps), self.next_learn, self.sent, self.dirty, self.beh,
             self.lpay, self.lua, self.scored_n, self.scored_t, self.touch, self.switch_h,
-            None if self.para is None else list(self.para), self.para_day, self.para_left,
+            None if self.para is None else self.para.to_str(), self.para_day, self.para_left,
         ]
 
     # -- frozen: an idle account's changelog value, without the caches ---------------------------
@@ -240,9 +245,9 @@ class AccountState:
         ('org-1', False)
         """
         v = self.to_list()
-        v[_IDS], v[_PROMPT_KEYS] = ["", 0], []
+        v[_IDS], v[_PROMPT_KEYS] = ["", 0], PromptMemory().to_list()
         if v[_PARA] is not None:
-            v[_PARA] = []
+            v[_PARA] = ""
         v.append(1)
         # a copy: orjson's result keeps its whole output buffer allocated (16 KB for a few hundred
         # bytes, measured with tracemalloc on orjson 3.x), and a frozen value is kept for days
@@ -268,11 +273,13 @@ class AccountState:
     def from_list(cls, v: list[Any]) -> AccountState:
         st = cls()
         (st.org, st.created, st.first, st.last, st.n, st.cats, st.el, st.tools, st.hours, st.gn,
-         st.gmean, st.gm2, st.tin, st.tout, ips, st.reuse, st.models, ids, st.prompt_keys, fps,
+         st.gmean, st.gm2, st.tin, st.tout, ips, st.reuse, st.models, ids, prompts, fps,
          st.next_learn, st.sent, st.dirty, st.beh, st.lpay, st.lua,
          st.scored_n, st.scored_t, st.touch, st.switch_h) = v[:30]
         para = v[30] if len(v) > 30 else None  # absent in changelogs written before paraphrase keys
-        st.para = None if para is None else dict.fromkeys(_key_int(k) for k in para)
+        if para is not None:  # earlier changelogs: the key names
+            st.para = (KeySet.from_str(para, MAX_PARA_KEYS) if isinstance(para, str)
+                       else KeySet.from_keys((_key_int(k) for k in para), MAX_PARA_KEYS))
         if len(v) > 32:
             st.para_day, st.para_left = v[31], v[32]
         st.ips = dict.fromkeys(ips)
@@ -283,11 +290,8 @@ class AccountState:
         else:
             for eid in ids[-64:]:
                 st.remember_event(event_digest(eid), 64)
-        pk = st.prompt_keys
-        if isinstance(pk, dict):
-            st.prompt_keys = {_key_int(k): r for k, r in pk.items()}
-        else:
-            st.prompt_keys = dict(zip(pk[::2], pk[1::2], strict=True))
+        st.prompts = (PromptMemory.from_keys(((_key_int(k), r) for k, r in prompts.items()), MAX_PROMPT_KEYS)
+                      if isinstance(prompts, dict) else PromptMemory.from_list(prompts, MAX_PROMPT_KEYS))
         return st
 
 
@@ -410,15 +414,3 @@ _HEX = [f"{v:02x}" for v in range(256)]
 #: sample -> per byte position, per byte value: marked? (with probability 1/sqrt(sample))
 _MARKS = {sample: [[not ((v * 167 + i * 89) >> 3) & mask for v in range(256)] for i in range(8)]
           for sample, mask in ((1, 0), (4, 1), (16, 3), (64, 7))}
-
-
-def trim_oldest(d: dict[Any, Any], cap: int) -> dict[Any, Any]:
-    """Keep the newer half of an insertion-ordered dict once it exceeds ``cap``.
-
-    Amortised O(1) per insertion (deleting from the front of a dict one key at a time is not:
-    ``next(iter(d))`` then scans the dead slots).
-    """
-    if len(d) <= cap:
-        return d
-    items = list(d.items())
-    return dict(items[len(items) - cap // 2:])

@@ -57,6 +57,9 @@ class LocalPipeline:
     cfg: DetectorConfig
     version: str = DETECTOR_VERSION
     dead_letters: list[Record] = field(default_factory=list)
+    #: keep what changed for ``take_changes()`` (a warm start hands the state over); without a
+    #: changelog that bookkeeping is discarded after every batch, as it would only grow
+    changelog: bool = False
 
     def __post_init__(self) -> None:
         self.account = AccountProcessor(self.cfg, 0)
@@ -84,10 +87,10 @@ class LocalPipeline:
             (self.dead_letters if r.topic == DLQ else obs).append(r)
         verdicts = self.campaign.process(obs)
         flags = [r.value for r in self.policy.process(verdicts)]
-        # no changelog here: forget what would be written to it (it would only grow)
-        self.account.discard_changes()
-        self.campaign.discard_changes()
-        self.policy.discard_changes()
+        if not self.changelog:
+            self.account.discard_changes()
+            self.campaign.discard_changes()
+            self.policy.discard_changes()
         return flags
 
     def counters(self) -> dict[str, Any]:

@@ -207,7 +207,7 @@ def replay_topic(opts: ReplayOptions, cfg: DetectorConfig, stop: threading.Event
                  output=opts.output, detector_config=cfg.fingerprint(),
                  ranges={r.partition: [r.start, r.end] for r in ranges})
 
-        pipe = LocalPipeline(cfg)
+        pipe = LocalPipeline(cfg, changelog=opts.warm_group is not None)
         sink = FlagSink(opts.output, spool=opts.flags_topic is not None or bool(opts.diff_against))
         progress = Progress(total, opts.progress, stream=progress_stream)
         fed = reported = 0

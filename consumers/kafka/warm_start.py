@@ -139,6 +139,8 @@ def warm_start_entries(pipe: LocalPipeline, target: WarmStartTarget, handover: d
       every partition of the account changelog; per-account state, campaign state and flag
       history are NOT carried over. The account group resumes every partition at its replay end.
     """
+    if not pipe.changelog:
+        raise ValueError("warm start: the replay's LocalPipeline must keep its changes (changelog=True)")
     records: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
     offsets: dict[str, list[tuple[str, int, int]]] = {}
     acct_changes = latest_entries(pipe.account.take_changes())

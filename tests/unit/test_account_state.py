@@ -3,6 +3,10 @@ ring, keys as ints, and changelog values of this and of earlier versions."""
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from consumers.core.features import (
     AccountState,
     event_digest,
@@ -13,6 +17,7 @@ from consumers.core.features import (
     prompt_key_name,
     prompt_keys,
 )
+from consumers.core.prompt_memory import KeySet, PromptMemory
 
 
 def test_dedup_ring_remembers_exactly_the_last_window_ids() -> None:
@@ -45,16 +50,19 @@ def test_key_ints_name_the_announced_fingerprints() -> None:
 def test_changelog_round_trip() -> None:
     st = AccountState.new("org", 1, 2)
     st.remember_event(event_digest("x"), 64)
-    st.prompt_keys = {prompt_key_ints("91b7584a2265b1f5")[0]: -3}
-    st.para = {paraphrase_key_ints("91b7584a2265b1f5", 1)[0]: None}
+    keys = prompt_key_ints("91b7584a2265b1f5")
+    st.prompts.add(keys, 3, 0b000001)
+    st.para = KeySet()
+    st.para.add(paraphrase_key_ints("91b7584a2265b1f5", 1)[0])
     back = AccountState.from_list(st.to_list())
     assert back.to_list() == st.to_list()
     assert back.seen_event(event_digest("x"))
+    assert back.prompts.find(keys[3]) == 0 and back.prompts.announced(0, 0)
 
 
 def test_changelog_of_an_earlier_version_restores() -> None:
-    # before the compact state: event ids as strings, prompt keys as {name: request}, paraphrase
-    # keys as names
+    # before the compact state: event ids as strings, prompt keys as {name: request} (< 0:
+    # announced) in the order of first use, paraphrase keys as names
     st = AccountState.new("org", 1, 2)
     old = st.to_list()
     old[17] = ["e1", "e2"]
@@ -62,9 +70,86 @@ def test_changelog_of_an_earlier_version_restores() -> None:
     old[30] = ["q012:91b758"]
     back = AccountState.from_list(old)
     assert back.seen_event(event_digest("e1")) and back.seen_event(event_digest("e2"))
-    assert back.prompt_keys == {prompt_key_ints("91b7584a2265b1f5")[0]: -3,
-                                prompt_key_ints("91b7584a2265b1f5")[5]: 4}
-    assert back.para == {paraphrase_key_ints("91b7584a2265b1f5", 1)[0]: None}
+    keys = prompt_key_ints("91b7584a2265b1f5")
+    pm = back.prompts
+    assert len(pm) == 2 and pm.find(keys[1]) == -1
+    s0, s5 = pm.find(keys[0]), pm.find(keys[5])
+    assert (pm.request(s0), pm.announced(s0, 0)) == (3, True)
+    assert (pm.request(s5), pm.announced(s5, 5)) == (4, False)
+    assert back.para is not None and paraphrase_key_ints("91b7584a2265b1f5", 1)[0] in back.para
+
+
+def _reference(events: list[tuple[str, int]], cap: int) -> list[tuple[int, str, int]]:
+    """The per-key dict the account stage kept before PromptMemory: what it announced."""
+    pk: dict[int, int] = {}
+    out = []
+    for h, n in events:
+        for k in prompt_key_ints(h):
+            s = pk.get(k)
+            if s is None:
+                if not k & 0xF:
+                    pk[k] = -n
+                    out.append((n, prompt_key_name(k), n))
+                else:
+                    pk[k] = n
+            elif s > 0:
+                pk[k] = -s
+                out.append((n, prompt_key_name(k), s))
+        if len(pk) > cap:
+            items = list(pk.items())
+            pk = dict(items[len(items) - cap // 2:])
+    return out
+
+
+def _compact(events: list[tuple[str, int]], cap: int) -> list[tuple[int, str, int]]:
+    """The same with PromptMemory, as the account stage uses it."""
+    pm = PromptMemory(cap)
+    out = []
+    for h, n in events:
+        keys = prompt_key_ints(h)
+        announced = held = 0
+        for j, k in enumerate(keys):
+            slot = pm.find(k)
+            if slot < 0:
+                if not k & 0xF:
+                    announced |= 1 << j
+                    out.append((n, prompt_key_name(k), n))
+            else:
+                held |= 1 << j
+                if not pm.announced(slot, j):
+                    pm.mark(slot, j)
+                    out.append((n, prompt_key_name(k), pm.request(slot)))
+        if held != 0b111111:
+            pm.add(keys, n, announced, held)
+            pm.trim()
+        assert len(pm) <= cap
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_prompt_memory_announces_exactly_what_the_per_key_dict_did(seed: int) -> None:
+    rng = random.Random(seed)
+    library = [rng.getrandbits(64) for _ in range(60)]
+    events = []
+    for n in range(1, 1500):
+        h = rng.choice(library)
+        for _ in range(rng.choice((0, 0, 1, 2, 8))):  # the same prompt, a near-duplicate, a paraphrase
+            h ^= 1 << rng.randrange(64)
+        if rng.random() < 0.3:
+            h = rng.getrandbits(64)
+        events.append((f"{h:016x}", n))
+    want = _reference(events, 64)
+    assert len(want) > 100 and any(first != n for n, _, first in want)  # reuse happened
+    assert _compact(events, 64) == want
+
+
+def test_key_set_forgets_the_older_half_past_capacity() -> None:
+    ks = KeySet(capacity=8)
+    for k in range(9):
+        assert ks.add(k << 24 | 5)
+    assert not ks.add(3 << 24 | 5)
+    ks.trim()
+    assert len(ks) == 4 and [k in ks for k in (4 << 24 | 5, 5 << 24 | 5)] == [False, True]
 
 
 # --- frozen accounts (AccountProcessor, freeze_after_ms) --------------------------------------------

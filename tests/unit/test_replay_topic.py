@@ -294,7 +294,7 @@ def test_full_warm_start_continues_exactly_like_an_uninterrupted_run() -> None:
     rest = whole.feed(lines[mid:])
     assert first and rest                          # flags on both sides of the hand-over
 
-    replayed = LocalPipeline(cfg)
+    replayed = LocalPipeline(cfg, changelog=True)
     assert replayed.feed(lines[:mid]) == first
     target = _target("full")
     records, offsets = warm_start_entries(replayed, target, {0: 7000},
@@ -313,7 +313,7 @@ def test_full_warm_start_continues_exactly_like_an_uninterrupted_run() -> None:
 def test_model_warm_start_copies_only_the_model_to_every_partition() -> None:
     cfg = DetectorConfig()
     lines, mid = _events()
-    pipe = LocalPipeline(cfg)
+    pipe = LocalPipeline(cfg, changelog=True)
     pipe.feed(lines[:mid])
     model = pipe.account.model.dumps()
     target = _target("model", partitions=3)
@@ -327,7 +327,7 @@ def test_model_warm_start_copies_only_the_model_to_every_partition() -> None:
 
 
 def test_model_warm_start_refuses_an_untrained_model() -> None:
-    pipe = LocalPipeline(DetectorConfig())
+    pipe = LocalPipeline(DetectorConfig(), changelog=True)
     pipe.feed(_events()[0][:5])
     with pytest.raises(ReplayError, match="learned nothing"):
         warm_start_entries(pipe, _target("model"), {0: 5}, {})
