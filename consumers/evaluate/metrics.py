@@ -51,15 +51,15 @@ from typing import IO, Any
 
 import orjson
 
+from consumers.contract.flags import ACTIONS, ENFORCING_ACTIONS
+from consumers.contract.units import HOUR_MS
+
 from .dimensions import dimension_metrics, honest_rows
 
 Metrics = dict[str, Any]
 
 SCHEMA = "distillwatch.evaluate/v1"
-HOUR_MS = 3_600_000
 DEFAULT_DEDUP_WINDOW_MS = 24 * HOUR_MS
-ENFORCING = frozenset({"throttle", "suspend"})
-ACTIONS = ("review", "throttle", "suspend")
 
 #: Known groups in display order; groups found in the labels but not listed here follow, sorted.
 ATTACK_FAMILIES = ("hydra", "hydra_evasive", "hydra_stealth", "cot_harvest", "blended", "heavy_scraper")
@@ -258,7 +258,7 @@ def _read_flags(flags: Iterable[dict]) -> tuple[dict[str, _FlagHistory], dict[st
         h.n += 1
         if h.first_any_ms is None:
             h.first_any_ms = decided
-        if h.enforce_ms is None and action in ENFORCING:
+        if h.enforce_ms is None and action in ENFORCING_ACTIONS:
             h.enforce_ms = decided
             h.enforce_action = action
         cid = f.get("campaign_id")

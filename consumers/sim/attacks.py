@@ -24,13 +24,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from consumers.contract.units import DAY_MS, HOUR_MS
 from consumers.sim.accounts import Account, Profile, hour_factors, ua_tuple
 from consumers.sim.personas import base_account, make_profile
 from consumers.sim.scenarios import CampaignBehaviour, Scenario
 from consumers.sim.world import (
     CLOUD_ASNS,
-    DAY_MS,
-    HOUR_MS,
     PROXY_ASNS,
     Infra,
     Template,

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from consumers.contract.units import DAY_MS, HOUR_MS
 from consumers.sim.accounts import Account, log_uniform, ua_tuple
 from consumers.sim.attacks import (
     Campaign,
@@ -52,7 +53,7 @@ from consumers.sim.attacks import (
 )
 from consumers.sim.personas import make_profile
 from consumers.sim.scenarios import HYDRA, CampaignBehaviour, Scenario, SweepSpace
-from consumers.sim.world import CLOUD_ASNS, DAY_MS, DIURNAL, HOUR_MS, PROXY_ASNS, Infra, World
+from consumers.sim.world import CLOUD_ASNS, DIURNAL, PROXY_ASNS, Infra, World
 
 NETWORKS = ("proxy_pool", "residential_proxy", "cloud", "home")
 CLIENTS = ("rare", "popular_sdk")

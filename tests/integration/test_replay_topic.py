@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from consumers import detect, replay
 from consumers.config import KafkaSettings
+from consumers.contract.units import HOUR_MS
 from consumers.core.account_stage import MODEL_KEY, AccountProcessor
 from consumers.core.config import DetectorConfig
 from consumers.core.pipeline import LocalPipeline
@@ -48,7 +49,7 @@ from consumers.sim.writer import produce_events
 from tests.eventgen import T0, valid_event, write_jsonl
 from tests.kafka_helpers import consume_all, create_topics, delete_topics, end_offsets, produce
 
-H = 3_600_000
+H = HOUR_MS
 SEED = 11
 
 

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from consumers.contract.events import (
+    CATEGORIES,
     KNOWN_TIERS,
     MAX_EVENT_BYTES,
     MAX_INT,
@@ -34,6 +35,8 @@ from consumers.contract.events import (
     parse_event,
     validate_event,
 )
+from consumers.core.features import CATEGORIES as CORE_CATEGORIES
+from consumers.sim.world import CATEGORIES as SIM_CATEGORIES
 from tests.eventgen import valid_event
 
 FIELDS = tuple(RequestEvent.model_fields)
@@ -309,6 +312,13 @@ def test_normalisation() -> None:
     assert ev["reasoning_elicitation"] == 1.0
     for cat in TASK_CATEGORIES:
         assert parse_event(orjson.dumps(valid_event(task_category=cat)))["task_category"] == cat
+
+
+def test_categories_have_one_order() -> None:
+    # The core indexes per-account category counts by this order and the simulator samples from
+    # it: both must use the contract's tuple (the core's own copy must match until it imports it).
+    assert frozenset(CATEGORIES) == TASK_CATEGORIES and len(CATEGORIES) == len(TASK_CATEGORIES)
+    assert CORE_CATEGORIES == SIM_CATEGORIES == CATEGORIES
 
 
 def test_validate_event_matches_parse_event() -> None:

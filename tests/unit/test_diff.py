@@ -11,9 +11,10 @@ import orjson
 import pytest
 
 from consumers import diff, flag_diff
+from consumers.contract.units import HOUR_MS
 
 T0 = 1_776_816_000_000  # 2026-04-22 00:00 UTC
-H = 3_600_000
+H = HOUR_MS
 
 
 def flag(acc: str, action: str, at: int, campaign: str | None = None, version: str = "v1") -> dict:

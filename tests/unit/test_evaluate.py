@@ -10,9 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from consumers.contract.units import HOUR_MS
 from consumers.evaluate import cli as evaluate_cli
 from consumers.evaluate import evaluate, headline_table, load_jsonl, render_html, write_report
-from consumers.evaluate.metrics import HOUR_MS, quantile
+from consumers.evaluate.metrics import quantile
 
 T0 = 1_776_816_000_000  # 2026-04-22 00:00 UTC
 MIN = 60_000
