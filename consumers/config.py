@@ -1,4 +1,7 @@
-"""Configuration: one pydantic-settings model, every field also read from ``DISTILLWATCH_<NAME>``.
+"""Configuration of the Kafka side: pydantic-settings models (:class:`KafkaSettings`, how to reach
+the broker; :class:`DetectSettings`, how ``detect`` runs), every field also read from
+``DISTILLWATCH_<NAME>``. The detector's thresholds come from ``DISTILLWATCH_DETECTOR__<FIELD>``
+variables and a JSON file (:func:`load_detector_config`).
 
 Command-line options override the environment, which overrides the defaults below. Secrets
 (``sasl_password``) are ``SecretStr`` so they never appear in logs or reprs.

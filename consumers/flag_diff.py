@@ -14,10 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.contract.flags import ACTION_RANK
-from consumers.core.config import HOUR_MS
+from consumers.contract.flags import ACTION_RANK, ENFORCING_ACTIONS
+from consumers.contract.units import HOUR_MS
 
-ENFORCING = frozenset({"throttle", "suspend"})
 #: histogram of detection-time changes: (label, upper bound in ms, exclusive), last is +inf
 BUCKETS: tuple[tuple[str, float], ...] = (
     ("<= -24h", -24 * HOUR_MS + 1),
@@ -82,7 +81,7 @@ def histories(flags: Iterable[dict[str, Any]], since_ms: int | None = None,
         if h is None:
             h = out[acct] = History(acct, f.get("org_id"), first_ms=t)
         h.action, h.campaign_id, h.score = action, f.get("campaign_id"), f.get("score")
-        if action in ENFORCING and h.first_enforce_ms is None:
+        if action in ENFORCING_ACTIONS and h.first_enforce_ms is None:
             h.first_enforce_ms = t
         h.flag_ids.append(str(f.get("flag_id")))
     return out

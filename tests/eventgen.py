@@ -33,21 +33,15 @@ from typing import Any
 
 import orjson
 
-from consumers.contract.events import TASK_CATEGORIES
-from consumers.core.config import HOUR_MS
+from consumers.contract.events import CATEGORIES
+from consumers.contract.units import DAY_MS, HOUR_MS
 
 #: 2026-01-01T00:00:00Z — the default start of generated traffic.
 T0 = 1_767_225_600_000
-DAY_MS = 24 * HOUR_MS
 
 MODELS = ("model-a", "model-b")
 BENIGN_UAS = ("openai-python/1.40.0", "anthropic-sdk-python/0.34.0", "curl/8.5.0",
               "langchain/0.2.1", "node-fetch/3.3.2", "httpx/0.27.0")
-#: the contract's task categories in a fixed order: the generator samples from this tuple, so its
-#: order is part of every seeded scenario
-ALL_CATEGORIES = ("coding", "agentic", "reasoning", "math", "writing", "analysis", "chat",
-                  "translation", "other")
-assert frozenset(ALL_CATEGORIES) == TASK_CATEGORIES
 
 
 def valid_event(**overrides: Any) -> dict[str, Any]:
@@ -183,7 +177,7 @@ class EventGen:
             card = f"card-{prefix}-{k:04d}" if rng.random() < 0.8 else None
             ua = rng.choice(BENIGN_UAS)
             tier = rng.choice(("free", "build", "scale"))
-            cats = rng.sample(ALL_CATEGORIES, rng.randint(2, 5))
+            cats = rng.sample(CATEGORIES, rng.randint(2, 5))
             own: list[int] = []
             times = self._diurnal_times(rng, days, rng.randint(*per_day), rng.randint(-3, 3))
             for i, ts in enumerate(times):

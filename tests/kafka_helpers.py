@@ -21,7 +21,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +32,12 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Producer,
-    TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from consumers.config import KafkaSettings
-from consumers.kafka.reader import read_to_end
+from consumers.kafka.clients import reader_config
+from consumers.kafka.reader import read_to_end, watermarks
 from consumers.kafka.writer import produce_blocking
 
 __all__ = [
@@ -215,38 +215,17 @@ def end_offsets(
     """``{partition: (low, high)}``; with ``read_committed`` *high* is the last stable offset."""
     consumer = _consumer(bootstrap, isolation)
     try:
-        return _watermarks(consumer, topic, _partitions(bootstrap, topic, timeout), timeout)
+        return watermarks(consumer, topic, _partitions(bootstrap, topic, timeout), timeout)
     finally:
         consumer.close()
 
 
 def _consumer(bootstrap: str, isolation: str) -> Consumer:
+    """The Kafka layer's reader (assigns partitions, never joins its group nor commits)."""
     if isolation not in ("read_committed", "read_uncommitted"):
         raise ValueError(f"isolation must be read_committed or read_uncommitted, not {isolation!r}")
-    return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            # Never joins the group (we assign partitions) nor commits; librdkafka wants an id.
-            "group.id": f"test-reader-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": isolation,
-            "enable.partition.eof": True,
-        }
-    )
-
-
-def _watermarks(
-    consumer: Consumer, topic: str, partitions: Sequence[int], timeout: float
-) -> dict[int, tuple[int, int]]:
-    out: dict[int, tuple[int, int]] = {}
-    for p in partitions:
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(topic, p), timeout=timeout, cached=False
-        )
-        out[p] = (low, high)
-    return out
+    return Consumer(reader_config(KafkaSettings(bootstrap_servers=bootstrap),
+                                  f"test-reader-{uuid.uuid4().hex[:12]}", isolation=isolation))
 
 
 def _headers(msg: Any) -> Headers:

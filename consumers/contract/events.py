@@ -26,9 +26,13 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-TASK_CATEGORIES = frozenset(
-    {"coding", "agentic", "reasoning", "math", "writing", "analysis", "chat", "translation", "other"}
+#: The task categories in their one fixed order: per-account category counts are indexed by it and
+#: seeded generators sample from it, so the order is part of the detector's state and of every
+#: seeded scenario. New categories go at the end.
+CATEGORIES: tuple[str, ...] = (
+    "coding", "agentic", "reasoning", "math", "writing", "analysis", "chat", "translation", "other",
 )
+TASK_CATEGORIES = frozenset(CATEGORIES)
 KNOWN_TIERS = ("free", "build", "scale", "enterprise")
 
 _SIMHASH_RE = re.compile(r"[0-9a-fA-F]{16}\Z")

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 #: Recommended enforcement, in escalation order.
 ACTIONS: tuple[str, ...] = ("review", "throttle", "suspend")
 ACTION_RANK = {a: i for i, a in enumerate(ACTIONS)}
+#: The actions that restrict an account (``review`` only puts it in front of a person).
+ENFORCING_ACTIONS = frozenset({"throttle", "suspend"})
 
 REASON_CODES: dict[str, str] = {
     # per-account behaviour

@@ -14,8 +14,7 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
+from consumers.contract.units import DAY_MS, HOUR_MS  # their one home; re-exported for the stages
 
 
 class DetectorConfig(BaseModel):

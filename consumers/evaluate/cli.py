@@ -21,10 +21,11 @@ import sys
 import time
 from typing import Any
 
+from consumers.contract.units import HOUR_MS
 from consumers.kafka.reader import read_flags_topic
 
 from .dimensions import dimension_table
-from .metrics import DEFAULT_DEDUP_WINDOW_MS, HOUR_MS, evaluate, headline_table, load_jsonl
+from .metrics import DEFAULT_DEDUP_WINDOW_MS, evaluate, headline_table, load_jsonl
 from .report import write_report
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-HOUR_MS = 3_600_000
-
 TARGETS = {
     "small_size": 20,  # campaigns below this size: the 24 h target only
     "few_evasions": 2,  # ... at most this many evasions: the strict targets

@@ -51,15 +51,15 @@ from typing import IO, Any
 
 import orjson
 
+from consumers.contract.flags import ACTIONS, ENFORCING_ACTIONS
+from consumers.contract.units import HOUR_MS
+
 from .dimensions import dimension_metrics, honest_rows
 
 Metrics = dict[str, Any]
 
 SCHEMA = "distillwatch.evaluate/v1"
-HOUR_MS = 3_600_000
 DEFAULT_DEDUP_WINDOW_MS = 24 * HOUR_MS
-ENFORCING = frozenset({"throttle", "suspend"})
-ACTIONS = ("review", "throttle", "suspend")
 
 #: Known groups in display order; groups found in the labels but not listed here follow, sorted.
 ATTACK_FAMILIES = ("hydra", "hydra_evasive", "hydra_stealth", "cot_harvest", "blended", "heavy_scraper")
@@ -258,7 +258,7 @@ def _read_flags(flags: Iterable[dict]) -> tuple[dict[str, _FlagHistory], dict[st
         h.n += 1
         if h.first_any_ms is None:
             h.first_any_ms = decided
-        if h.enforce_ms is None and action in ENFORCING:
+        if h.enforce_ms is None and action in ENFORCING_ACTIONS:
             h.enforce_ms = decided
             h.enforce_action = action
         cid = f.get("campaign_id")
@@ -487,6 +487,23 @@ def _tally_accounts(label_of: dict[str, tuple[str, str, str | None, str | None]]
     return t
 
 
+def _flag_counts(g: dict[str, Any], kind: str, enforced_rate: str, any_flag_rate: str
+                 ) -> dict[str, Any]:
+    """What a group's accounts got, for a family or a persona: the two rates are named for the
+    kind (``enforced_recall`` of a family is ``fpr`` of a persona)."""
+    return {
+        "kind": kind,
+        "accounts": g["accounts"],
+        "requests": g["requests"],
+        "enforced": g["enforced"],
+        enforced_rate: _ratio(g["enforced"], g["accounts"]),
+        "any_flagged": g["any_flagged"],
+        any_flag_rate: _ratio(g["any_flagged"], g["accounts"]),
+        "review_queue": g["review_queue"],
+        "latest_actions": g["actions"],
+    }
+
+
 def _group_metrics(groups: dict[str, dict[str, Any]], delays: dict[str, list[float]]
                    ) -> tuple[dict[str, dict[str, Any]], list[str], list[str]]:
     """Metrics per attack family and benign persona; the families and personas in order."""
@@ -497,15 +514,7 @@ def _group_metrics(groups: dict[str, dict[str, Any]], delays: dict[str, list[flo
         g = groups[name]
         d = sorted(delays.get(name, []))
         group_metrics[name] = {
-            "kind": "attack",
-            "accounts": g["accounts"],
-            "requests": g["requests"],
-            "enforced": g["enforced"],
-            "enforced_recall": _ratio(g["enforced"], g["accounts"]),
-            "any_flagged": g["any_flagged"],
-            "any_flag_recall": _ratio(g["any_flagged"], g["accounts"]),
-            "review_queue": g["review_queue"],
-            "latest_actions": g["actions"],
+            **_flag_counts(g, "attack", "enforced_recall", "any_flag_recall"),
             "median_delay_h": quantile(d, 0.5),
             "p90_delay_h": quantile(d, 0.9),
             "leaked_requests": g["leaked"],
@@ -515,15 +524,7 @@ def _group_metrics(groups: dict[str, dict[str, Any]], delays: dict[str, list[flo
         g = groups[name]
         blocked = g["requests"] - g["leaked"]
         group_metrics[name] = {
-            "kind": "benign",
-            "accounts": g["accounts"],
-            "requests": g["requests"],
-            "enforced": g["enforced"],
-            "fpr": _ratio(g["enforced"], g["accounts"]),
-            "any_flagged": g["any_flagged"],
-            "any_flag_rate": _ratio(g["any_flagged"], g["accounts"]),
-            "review_queue": g["review_queue"],
-            "latest_actions": g["actions"],
+            **_flag_counts(g, "benign", "fpr", "any_flag_rate"),
             "blocked_requests": blocked,
             "blocked_share": _ratio(blocked, g["requests"]),
         }

@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from consumers.contract.units import HOUR_MS
+
 from .metrics import TARGETS, Metrics, recall_target
 
 # palette: warm for attack, cool for benign
@@ -306,7 +308,7 @@ def timeline_chart(camp: str, tl: dict[str, Any], cov: dict[str, Any] | None,
     ml, mr, mt, mb = 52, 52, 30, 36
     pw, ph = width - ml - mr, height - mt - mb
     rmax = _nice_max(max(reqs) if reqs else 1)
-    h0 = tl["start_ms"] // 3_600_000
+    h0 = tl["start_ms"] // HOUR_MS
 
     def x(i: float) -> float:
         return ml + pw * (i / max(1, n))

@@ -33,9 +33,10 @@ def simulate_replay_evaluate(scenario: str, seed: int, out: Path, detector_confi
     evaluate the flags and write the report there; return the metrics and a dict of sizes and
     timings (``events``, ``accounts``, ``simulate_s``, ``replay_s``, ``evaluate_s``,
     ``replay_events_per_s``)."""
+    from consumers.config import load_detector_config
     from consumers.evaluate import evaluate, write_report
+    from consumers.file_replay import replay_file
     from consumers.io import load_jsonl, read_lines
-    from consumers.replay import load_detector_config, replay_file
     from consumers.sim.generator import generate
     from consumers.sim.scenarios import get_scenario
     from consumers.sim.writer import write_events, write_labels

@@ -60,7 +60,7 @@ from consumers.kafka.metrics import RunnerMetrics
 
 
 class ObservedRunner(Protocol):
-    """What telemetry reads from a stage runner (:class:`consumers.kafka.runner.ObservedRunner`)."""
+    """What telemetry reads from a stage runner (:class:`consumers.kafka.runner.StageRunner`)."""
 
     spec: StageSpec
     input_topic: str

@@ -15,9 +15,9 @@ import math
 import random
 from typing import Any
 
+from consumers.contract.units import HOUR_MS
 from consumers.sim.world import (
     DIURNAL,
-    HOUR_MS,
     NEW_MODEL,
     OLD_MODEL,
     UA_MIXES,

@@ -16,108 +16,28 @@ campaign id of its operator.
   spread instead of waves, cards shared by at most two accounts.
 
 :func:`build_attacks` returns the accounts (not yet started); draws come from ``world.rng``.
+The campaign building blocks are in :mod:`consumers.sim.campaigns`; the adversary space
+(scenario ``sweep``) is :mod:`consumers.sim.sweep`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from consumers.sim.accounts import Account, Profile, hour_factors, ua_tuple
-from consumers.sim.personas import base_account, make_profile
-from consumers.sim.scenarios import CampaignBehaviour, Scenario
-from consumers.sim.world import (
-    CLOUD_ASNS,
-    DAY_MS,
-    HOUR_MS,
-    PROXY_ASNS,
-    Infra,
-    Template,
-    World,
+from consumers.contract.units import DAY_MS, HOUR_MS
+from consumers.sim.accounts import Account, ua_tuple
+from consumers.sim.campaigns import (
+    Campaign,
+    campaign_profile,
+    fresh_account,
+    new_campaign,
+    pool_size,
+    shared_cards,
+    wave_times,
 )
-
-
-@dataclass
-class Campaign:
-    """What the accounts of one campaign share."""
-
-    campaign_id: str
-    family: str
-    beh: CampaignBehaviour
-    templates: list[Template]
-    switch_ms: float
-    uas: tuple[str, ...]
-    hour_factors: list[float] | None
-    hf_origin: int
-
-
-def _campaign(world: World, sc: Scenario, family: str, idx: int, beh: CampaignBehaviour,
-              out_mult: float = 1.0) -> Campaign:
-    rng = world.rng
-    cid = f"{family}-{idx}-{rng.getrandbits(24):06x}"
-    lo, hi = beh.n_templates
-    lib = world.templates(rng.randint(lo, hi), beh.categories, beh.elic_cats, beh.elic_p,
-                          beh.elic_range, beh.tool_p, out_mult) if hi > 0 else []
-    switch = sc.release_ms + rng.uniform(*beh.switch_delay_h) * HOUR_MS
-    uas = ua_tuple(world, beh.uas, beh.n_uas)
-    hf = None
-    origin = sc.start_ms // HOUR_MS
-    if beh.hour_sigma > 0:
-        hf = hour_factors(rng, int(math.ceil(sc.days * 24)) + 2, beh.hour_sigma)
-    return Campaign(cid, family, beh, lib, switch, uas, hf, origin)
-
-
-def _wave_times(world: World, sc: Scenario, beh: CampaignBehaviour, n: int) -> list[int]:
-    """Creation times of ``n`` accounts, allocated to the waves by largest remainder."""
-    rng = world.rng
-    waves = [(sc.start_ms - int(d * DAY_MS), s) for d, s in beh.waves_before]
-    span = sc.end_ms - sc.start_ms
-    waves += [(sc.start_ms + int(f * span), s) for f, s in beh.waves_during]
-    total = sum(s for _, s in waves)
-    quotas = [n * s / total for _, s in waves]
-    counts = [int(q) for q in quotas]
-    for i in sorted(range(len(waves)), key=lambda i: counts[i] - quotas[i])[: n - sum(counts)]:
-        counts[i] += 1
-    out = []
-    for (t0, _), c in zip(waves, counts, strict=True):
-        for _ in range(c):
-            out.append(t0 + int(rng.uniform(0.0, beh.wave_span_h) * HOUR_MS))
-    return out
-
-
-def _campaign_profile(world: World, camp: Campaign, jitter_h: float) -> Profile:
-    switch = camp.switch_ms + world.rng.uniform(0.0, jitter_h) * HOUR_MS
-    return make_profile(world, camp.beh, switch, templates=camp.templates)
-
-
-def _cards(world: World, n: int, group: tuple[int, int]) -> list[str]:
-    """Payment fingerprints for ``n`` accounts, each card shared by a group of accounts."""
-    out: list[str] = []
-    while len(out) < n:
-        card = world.new_id("pf")
-        out += [card] * world.rng.randint(*group)
-    return out[:n]
-
-
-def _fresh_account(world: World, sc: Scenario, camp: Campaign, created: int) -> Account:
-    rng = world.rng
-    beh = camp.beh
-    a = base_account(world, sc, beh, camp.family, camp.campaign_id, created_ms=created)
-    a.active_from = max(float(sc.start_ms),
-                        created + rng.uniform(*beh.activation_h) * HOUR_MS)
-    a.hour_factors = camp.hour_factors
-    a.hf_origin = camp.hf_origin
-    a.uas = camp.uas if rng.random() < 0.5 else camp.uas[::-1]
-    a.payment_fp = None
-    if rng.random() < beh.p_org:
-        a.org_id = world.new_id("org", 48)
-    return a
-
-
-def _pool_size(beh: CampaignBehaviour, size: int) -> int:
-    """/24s in the pool of a campaign of ``size`` accounts."""
-    return min(beh.pool_max, int(beh.pool_base + beh.pool_per_account * size))
+from consumers.sim.personas import base_account, make_profile
+from consumers.sim.scenarios import Scenario
+from consumers.sim.world import CLOUD_ASNS, PROXY_ASNS, Infra, World
 
 
 def _pooled_accounts(world: World, sc: Scenario, camp: Campaign, size: int, pool: list[Infra],
@@ -127,10 +47,10 @@ def _pooled_accounts(world: World, sc: Scenario, camp: Campaign, size: int, pool
     content profile, ramp), called for each account in turn."""
     beh = camp.beh
     rng = world.rng
-    cards = _cards(world, size, beh.card_group)
+    cards = shared_cards(world, size, beh.card_group)
     out = []
-    for i, created in enumerate(sorted(_wave_times(world, sc, beh, size))):
-        a = _fresh_account(world, sc, camp, created)
+    for i, created in enumerate(sorted(wave_times(world, sc, beh, size))):
+        a = fresh_account(world, sc, camp, created)
         a.payment_fp = cards[i]
         a.ips = rng.sample(pool, k=min(len(pool), rng.randint(*beh.account_pool)))
         a.p_ip_primary = 0.0
@@ -143,12 +63,12 @@ def build_hydra(world: World, sc: Scenario, size: int, idx: int) -> tuple[Campai
     """One hydra campaign of ``size`` accounts behind a shared proxy pool."""
     beh = sc.hydra_behaviour
     rng = world.rng
-    camp = _campaign(world, sc, "hydra", idx, beh)
+    camp = new_campaign(world, sc, "hydra", idx, beh)
     asns = rng.sample(sorted(PROXY_ASNS), k=rng.randint(*beh.pool_asns))
-    pool = [world.proxy(rng.choice(asns)) for _ in range(_pool_size(beh, size))]
+    pool = [world.proxy(rng.choice(asns)) for _ in range(pool_size(beh, size))]
 
     def finish(a: Account) -> None:
-        a.profile = _campaign_profile(world, camp, beh.switch_jitter_h)
+        a.profile = campaign_profile(world, camp, beh.switch_jitter_h)
 
     return camp, _pooled_accounts(world, sc, camp, size, pool, finish)
 
@@ -157,8 +77,8 @@ def build_cot_harvest(world: World, sc: Scenario, size: int, idx: int) -> list[A
     """One chain-of-thought harvesting campaign behind a residential proxy pool."""
     beh = sc.cot_behaviour
     rng = world.rng
-    camp = _campaign(world, sc, "cot_harvest", idx, beh, out_mult=1.8)
-    pool = [world.residential() for _ in range(_pool_size(beh, size))]
+    camp = new_campaign(world, sc, "cot_harvest", idx, beh, out_mult=1.8)
+    pool = [world.residential() for _ in range(pool_size(beh, size))]
 
     def finish(a: Account) -> None:
         a.profile = make_profile(world, beh, camp.switch_ms + rng.uniform(
@@ -170,15 +90,15 @@ def build_cot_harvest(world: World, sc: Scenario, size: int, idx: int) -> list[A
 def build_heavy_scraper(world: World, sc: Scenario, size: int) -> list[Account]:
     """The naive campaign: a few accounts at thousands a day from one cloud /24."""
     beh = sc.heavy_behaviour
-    camp = _campaign(world, sc, "heavy_scraper", 1, beh)
+    camp = new_campaign(world, sc, "heavy_scraper", 1, beh)
     subnet = world.cloud(world.rng.choice(("US", "DE", "SG", "NL")))
-    cards = _cards(world, size, beh.card_group)
+    cards = shared_cards(world, size, beh.card_group)
     out = []
-    for i, created in enumerate(sorted(_wave_times(world, sc, beh, size))):
-        a = _fresh_account(world, sc, camp, created)
+    for i, created in enumerate(sorted(wave_times(world, sc, beh, size))):
+        a = fresh_account(world, sc, camp, created)
         a.payment_fp = cards[i]
         a.ips = [subnet]
-        a.profile = _campaign_profile(world, camp, beh.switch_jitter_h)
+        a.profile = campaign_profile(world, camp, beh.switch_jitter_h)
         out.append(a)
     return out
 
@@ -187,13 +107,13 @@ def build_hydra_evasive(world: World, sc: Scenario, size: int, idx: int) -> list
     """An evasive hydra campaign (THREATS.md): paraphrased templates, rotating through a
     residential proxy network, each account ramping up slowly from its creation."""
     beh = sc.evasive_behaviour
-    camp = _campaign(world, sc, "hydra_evasive", idx, beh)
-    pool = [world.residential() for _ in range(_pool_size(beh, size))]
+    camp = new_campaign(world, sc, "hydra_evasive", idx, beh)
+    pool = [world.residential() for _ in range(pool_size(beh, size))]
 
     def finish(a: Account) -> None:
         a.ramp0 = min(1.0, beh.ramp_start / (a.rate_h * 24.0))
         a.ramp_ms = beh.ramp_days * DAY_MS
-        a.profile = _campaign_profile(world, camp, beh.switch_jitter_h)
+        a.profile = campaign_profile(world, camp, beh.switch_jitter_h)
 
     return _pooled_accounts(world, sc, camp, size, pool, finish)
 
@@ -202,15 +122,15 @@ def build_hydra_stealth(world: World, sc: Scenario, size: int, idx: int) -> list
     """A stealth hydra campaign: paraphrases, home /24s, slow ramp, mimicked clients, no waves."""
     beh = sc.stealth_behaviour
     rng = world.rng
-    camp = _campaign(world, sc, "hydra_stealth", idx, beh)
+    camp = new_campaign(world, sc, "hydra_stealth", idx, beh)
     t0 = sc.start_ms - int(beh.created_before_days * DAY_MS)
     t1 = sc.start_ms + int(beh.created_until_frac * (sc.end_ms - sc.start_ms))
-    cards = _cards(world, size, beh.card_group)
+    cards = shared_cards(world, size, beh.card_group)
     homes: list = []
     out = []
     for i, created in enumerate(sorted(t0 + rng.randrange(max(1, t1 - t0))
                                        for _ in range(size))):
-        a = _fresh_account(world, sc, camp, created)
+        a = fresh_account(world, sc, camp, created)
         a.payment_fp = cards[i] if rng.random() < 0.85 else None
         a.uas = ua_tuple(world, beh.uas, 1)  # each account copies a popular honest client
         country = world.country()
@@ -225,7 +145,7 @@ def build_hydra_stealth(world: World, sc: Scenario, size: int, idx: int) -> list
         plateau = a.rate_h * 24.0
         a.ramp0 = min(1.0, beh.ramp_start / plateau)
         a.ramp_ms = beh.ramp_days * DAY_MS
-        a.profile = _campaign_profile(world, camp, beh.switch_jitter_h)
+        a.profile = campaign_profile(world, camp, beh.switch_jitter_h)
         out.append(a)
     return out
 
@@ -237,7 +157,7 @@ def build_blended(world: World, sc: Scenario, n: int, hydras: list[Campaign]) ->
     rng = world.rng
     out = []
     if not hydras and n:
-        hydras = [_campaign(world, sc, "blended", 1, sc.hydra_behaviour)]
+        hydras = [new_campaign(world, sc, "blended", 1, sc.hydra_behaviour)]
     for i in range(n):
         camp = hydras[i % len(hydras)]
         a = base_account(world, sc, beh, "blended", camp.campaign_id)
@@ -250,14 +170,15 @@ def build_blended(world: World, sc: Scenario, n: int, hydras: list[Campaign]) ->
         a.api_keys = tuple(world.new_id("key", 48) for _ in range(rng.randint(2, 5)))
         honest_switch = sc.release_ms + rng.uniform(*beh.honest_switch_delay_h) * HOUR_MS
         a.profile = make_profile(world, beh, honest_switch)
-        a.alt_profile = _campaign_profile(world, camp, camp.beh.switch_jitter_h)
+        a.alt_profile = campaign_profile(world, camp, camp.beh.switch_jitter_h)
         a.p_alt = rng.uniform(*beh.extraction_share)
         out.append(a)
     return out
 
 
 def build_attacks(world: World, sc: Scenario) -> list[Account]:
-    """Every attack account of the scenario, family by family (deterministic order)."""
+    """Every account of the scenario's named attack families, family by family (deterministic
+    order); the sweep's campaigns are :func:`consumers.sim.sweep.build_sweep`'s."""
     out: list[Account] = []
     hydras: list[Campaign] = []
     for i, size in enumerate(sc.hydra, 1):
@@ -273,7 +194,4 @@ def build_attacks(world: World, sc: Scenario) -> list[Account]:
         out += build_hydra_evasive(world, sc, size, i)
     for i, size in enumerate(sc.hydra_stealth, 1):
         out += build_hydra_stealth(world, sc, size, i)
-    from consumers.sim.sweep import build_sweep  # sweep builds on this module's helpers
-
-    out += build_sweep(world, sc)
     return out

@@ -1,8 +1,8 @@
 """The event stream: a heap merge of every account's lazy arrival process.
 
-:class:`Simulation` builds the accounts of a scenario (benign personas, then attack families)
-from the seed, knows the labels up front, and :meth:`Simulation.events` yields RequestEvent v1
-dicts in non-decreasing ``ts_ms`` order. Only the heap (one entry per live account) and the
+:class:`Simulation` builds the accounts of a scenario (benign personas, then the named attack
+families, then the sweep's campaigns) from the seed, knows the labels up front, and
+:meth:`Simulation.events` yields RequestEvent v1 dicts in non-decreasing ``ts_ms`` order. Only the heap (one entry per live account) and the
 pending duplicate deliveries are held, so memory is independent of the number of events.
 
 Determinism: accounts are drawn from ``Random("world:<seed>")`` and the stream from
@@ -23,6 +23,7 @@ from consumers.sim.accounts import INF, Account
 from consumers.sim.attacks import build_attacks
 from consumers.sim.personas import build_benign
 from consumers.sim.scenarios import Scenario, get_scenario
+from consumers.sim.sweep import build_sweep
 from consumers.sim.world import (
     CAT_TABLE_SIZE,
     MAX_INPUT_TOKENS,
@@ -47,6 +48,7 @@ class Simulation:
         world = World(random.Random(f"world:{seed}:{self.scenario.name}"))
         self.accounts: list[Account] = build_benign(world, self.scenario)
         self.accounts += build_attacks(world, self.scenario)
+        self.accounts += build_sweep(world, self.scenario)
         digest = hashlib.blake2b(f"{seed}:{self.scenario.name}".encode(), digest_size=4)
         self.event_id_prefix = f"ev{digest.hexdigest()}-"
         self._run = 0

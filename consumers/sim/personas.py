@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from consumers.contract.units import DAY_MS, HOUR_MS
 from consumers.sim.accounts import (
     INF,
     Account,
@@ -29,10 +30,8 @@ from consumers.sim.scenarios import Behaviour, Scenario
 from consumers.sim.world import (
     BROWSER_UAS,
     CLOUD_ASNS,
-    DAY_MS,
     DIURNAL,
     EDU_ASNS,
-    HOUR_MS,
     World,
 )
 

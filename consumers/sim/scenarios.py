@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from consumers.contract.units import DAY_MS
+
 DEFAULT_START_MS = int(datetime(2026, 4, 22, tzinfo=UTC).timestamp() * 1000)
 
 _CODE = frozenset({"coding", "agentic", "reasoning"})
@@ -492,12 +494,12 @@ class Scenario:
     @property
     def end_ms(self) -> int:
         """Exclusive end of the scenario (event time)."""
-        return self.start_ms + int(self.days * 86_400_000)
+        return self.start_ms + int(self.days * DAY_MS)
 
     @property
     def release_ms(self) -> int:
         """When the new model is released."""
-        return self.start_ms + int(self.days * self.release_frac * 86_400_000)
+        return self.start_ms + int(self.days * self.release_frac * DAY_MS)
 
     def scaled(self, x: float) -> Scenario:
         """Account counts multiplied by ``x`` (every family keeps at least one account/org)."""

@@ -41,18 +41,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from consumers.contract.units import DAY_MS, HOUR_MS
 from consumers.sim.accounts import Account, log_uniform, ua_tuple
-from consumers.sim.attacks import (
+from consumers.sim.campaigns import (
     Campaign,
-    _campaign,
-    _cards,
-    _fresh_account,
-    _pool_size,
-    _wave_times,
+    fresh_account,
+    new_campaign,
+    pool_size,
+    shared_cards,
+    wave_times,
 )
 from consumers.sim.personas import make_profile
 from consumers.sim.scenarios import HYDRA, CampaignBehaviour, Scenario, SweepSpace
-from consumers.sim.world import CLOUD_ASNS, DAY_MS, DIURNAL, HOUR_MS, PROXY_ASNS, Infra, World
+from consumers.sim.world import CLOUD_ASNS, DIURNAL, PROXY_ASNS, Infra, World
 
 NETWORKS = ("proxy_pool", "residential_proxy", "cloud", "home")
 CLIENTS = ("rare", "popular_sdk")
@@ -191,7 +192,7 @@ def _creation_times(world: World, sc: Scenario, beh: CampaignBehaviour, d: Dims,
                     ) -> list[int]:
     rng = world.rng
     if d.creation == "wave":
-        return sorted(_wave_times(world, sc, beh, n))
+        return sorted(wave_times(world, sc, beh, n))
     if d.creation == "spread":
         t0 = sc.start_ms - int(sc.sweep.fresh_days * DAY_MS)
         t1 = sc.start_ms + (sc.end_ms - sc.start_ms) // 2
@@ -215,7 +216,7 @@ def _network(world: World, d: Dims, beh: CampaignBehaviour, n: int) -> Callable[
     pool: list[Infra]
     if d.network == "proxy_pool":
         asns = rng.sample(sorted(PROXY_ASNS), k=rng.randint(*beh.pool_asns))
-        pool = [world.proxy(rng.choice(asns)) for _ in range(_pool_size(beh, n))]
+        pool = [world.proxy(rng.choice(asns)) for _ in range(pool_size(beh, n))]
         per_account = beh.account_pool
     elif d.network == "residential_proxy":
         pool = [world.residential() for _ in range(min(20_000, 300 + 4 * n))]
@@ -238,12 +239,12 @@ def _batch(world: World, sc: Scenario, camp: Campaign, d: Dims, n: int, batch: i
     rng = world.rng
     beh = camp.beh
     net = _network(world, d, beh, n)
-    cards: list[str | None] = (list(_cards(world, n, _CARD_GROUPS[d.payment]))
+    cards: list[str | None] = (list(shared_cards(world, n, _CARD_GROUPS[d.payment]))
                                if d.payment in _CARD_GROUPS else [None] * n)
     diurnal = DIURNAL[rng.choice(("casual", "developer", "researcher"))]
     out = []
     for i in range(n):
-        a = _fresh_account(world, sc, camp, created[i])
+        a = fresh_account(world, sc, camp, created[i])
         a.active_to = active_to
         if d.creation == "bought" and batch == 1:  # bought accounts go to work at the start
             a.active_from = sc.start_ms + rng.uniform(0.0, 6.0) * HOUR_MS
@@ -280,7 +281,7 @@ def build_sweep_campaign(world: World, sc: Scenario, d: Dims, idx: int) -> list[
     """The accounts of one drawn campaign (both batches when it hops to the new model)."""
     rng = world.rng
     beh = _behaviour(d)
-    camp = _campaign(world, sc, "sweep", idx, beh)
+    camp = new_campaign(world, sc, "sweep", idx, beh)
     if d.schedule == "shared_slots":
         camp.hour_factors = _slot_factors(rng, sc, sc.sweep)
     if not d.model_hop:

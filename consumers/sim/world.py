@@ -14,12 +14,7 @@ import random
 from collections.abc import Mapping, Sequence
 from statistics import NormalDist
 
-# ---------------------------------------------------------------------------------------------
-# Time
-# ---------------------------------------------------------------------------------------------
-
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
+from consumers.contract.events import CATEGORIES
 
 # ---------------------------------------------------------------------------------------------
 # Models: the release the scenarios revolve around (see Scenario.release_frac)
@@ -39,10 +34,6 @@ TTFT_MS = {OLD_MODEL: 320.0, MINI_MODEL: 160.0, NEW_MODEL: 450.0}
 # ---------------------------------------------------------------------------------------------
 # Task categories: token profiles (lognormal, natural-log parameters)
 # ---------------------------------------------------------------------------------------------
-
-CATEGORIES = (
-    "coding", "agentic", "reasoning", "math", "writing", "analysis", "chat", "translation", "other",
-)
 
 #: category -> (mu_in, sigma_in, mu_out, sigma_out, turns_factor)
 #: medians: exp(mu). Agentic prompts carry long tool transcripts (big inputs, many turns),

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from consumers.contract.units import HOUR_MS
 from consumers.evaluate import evaluate, write_report
-from consumers.evaluate.metrics import HOUR_MS
 
 CHROMIUM = "/usr/bin/chromium"
 T0 = 1_776_816_000_000  # 2026-04-22 00:00 UTC

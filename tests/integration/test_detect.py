@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from consumers.config import DetectSettings, KafkaSettings
-from consumers.contract.flags import Flag
+from consumers.contract.flags import ENFORCING_ACTIONS, Flag
 from consumers.core.config import DetectorConfig
 from consumers.core.pipeline import LocalPipeline
 from consumers.kafka.deployment import build_runners, ensure_pipeline_topics
@@ -168,7 +168,7 @@ def test_the_same_accounts_are_enforced_at_any_partition_count_on_kafka(
 
     def enforced(fl: list[dict]) -> set[str]:
         last = {f["account_id"]: f["action"] for f in fl}
-        return {a for a, act in last.items() if act in ("throttle", "suspend")}
+        return {a for a, act in last.items() if act in ENFORCING_ACTIONS}
 
     assert enforced(one) & {a for a, lab in labels.items() if lab == "hydra"}, "the campaign must be found"
     assert enforced(flags) == enforced(one)

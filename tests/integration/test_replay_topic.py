@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from consumers import detect, replay
 from consumers.config import KafkaSettings
+from consumers.contract.units import HOUR_MS
 from consumers.core.account_stage import MODEL_KEY, AccountProcessor
 from consumers.core.config import DetectorConfig
 from consumers.core.pipeline import LocalPipeline
@@ -42,13 +43,14 @@ from consumers.diff import run as diff_run
 from consumers.file_replay import replay_file
 from consumers.flag_diff import compare
 from consumers.kafka.changelog import read_changelog
+from consumers.kafka.naming import changelog_topic, stage_group
 from consumers.kafka.topic_replay import DEFAULT_FLAGS_TOPIC_PREFIX
 from consumers.sim.generator import generate
 from consumers.sim.writer import produce_events
 from tests.eventgen import T0, valid_event, write_jsonl
 from tests.kafka_helpers import consume_all, create_topics, delete_topics, end_offsets, produce
 
-H = 3_600_000
+H = HOUR_MS
 SEED = 11
 
 
@@ -340,11 +342,11 @@ def test_warm_start_hands_the_state_over_to_a_new_live_deployment(
                       "--internal-prefix", topic_prefix) == 0
     handover = src1.offsets_for(mid)[0]
     kafka = KafkaSettings(bootstrap_servers=src1.bootstrap, internal_prefix=topic_prefix)
-    cl = kafka.internal_topic(f"{group}.account.changelog")
+    cl = changelog_topic(kafka, group, "account")
     state = read_changelog(kafka, cl, {0: handover})[0]
     assert state.marker == handover and MODEL_KEY in state.entries
     assert any(k.startswith(b"a:") for k in state.entries)          # per-account state too
-    c = Consumer({"bootstrap.servers": src1.bootstrap, "group.id": f"{group}.account"})
+    c = Consumer({"bootstrap.servers": src1.bootstrap, "group.id": stage_group(group, "account")})
     assert c.committed([TopicPartition(src1.name, 0)], timeout=30)[0].offset == handover
     c.close()
 
@@ -380,9 +382,9 @@ def test_warm_start_of_a_multi_partition_topic_carries_the_model(
 
     handover = src3.offsets_for(mid)
     kafka = KafkaSettings(bootstrap_servers=src3.bootstrap, internal_prefix=topic_prefix)
-    cl = kafka.internal_topic(f"{group}.account.changelog")
+    cl = changelog_topic(kafka, group, "account")
     restored = read_changelog(kafka, cl, handover)
-    c = Consumer({"bootstrap.servers": src3.bootstrap, "group.id": f"{group}.account"})
+    c = Consumer({"bootstrap.servers": src3.bootstrap, "group.id": stage_group(group, "account")})
     committed = c.committed([TopicPartition(src3.name, p) for p in range(3)], timeout=30)
     c.close()
     assert {tp.partition: tp.offset for tp in committed} == handover

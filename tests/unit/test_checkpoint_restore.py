@@ -271,7 +271,7 @@ def test_chain_batch_boundaries_do_not_matter() -> None:
     assert one_batch and one_by_one == one_batch
 
 
-# --- eviction paths: known bugs ----------------------------------------------------------------------
+# --- eviction paths: repros of fixed bugs (regression tests) ------------------------------------------
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_restore_equivalence_with_evictions(stage: str) -> None:

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from consumers.contract.flags import ACTION_RANK, flag_id_for
+from consumers.contract.flags import ENFORCING_ACTIONS as ENFORCING
 from consumers.core.account_stage import AccountProcessor, dlq_record
 from consumers.core.campaign_stage import CampaignProcessor
 from consumers.core.config import DAY_MS, DetectorConfig
@@ -26,8 +27,6 @@ from consumers.core.models.behaviour import BehaviourModel
 from consumers.core.pipeline import LocalPipeline
 from consumers.core.stage import Record
 from tests.eventgen import EventGen, dumps_lines, scenario, sort_events, valid_event
-
-ENFORCING = ("throttle", "suspend")
 
 
 def run(lines: list[bytes], cfg: DetectorConfig | None = None) -> list[dict[str, Any]]:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from pathlib import Path
 
-import orjson
 import pytest
 
 from consumers import diff, flag_diff
+from consumers.contract.units import HOUR_MS
+from tests.eventgen import dumps_lines, write_jsonl
 
 T0 = 1_776_816_000_000  # 2026-04-22 00:00 UTC
-H = 3_600_000
+H = HOUR_MS
 
 
 def flag(acc: str, action: str, at: int, campaign: str | None = None, version: str = "v1") -> dict:
@@ -145,13 +145,7 @@ def test_text_report_names_the_numbers() -> None:
 
 
 def write(path: Path, flags: list[dict]) -> Path:
-    data = b"".join(orjson.dumps(f) + b"\n" for f in flags)
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-    return path
+    return write_jsonl(path, dumps_lines(flags))
 
 
 def run_cli(*argv: str) -> int:

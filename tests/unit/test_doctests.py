@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "consumers.contract.events",
     "consumers.contract.flags",
+    "consumers.contract.units",
     "consumers.core.features",
     "consumers.core.models.behaviour",
     "consumers.core.pipeline",

@@ -10,9 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from consumers.contract.units import HOUR_MS
 from consumers.evaluate import cli as evaluate_cli
 from consumers.evaluate import evaluate, headline_table, load_jsonl, render_html, write_report
-from consumers.evaluate.metrics import HOUR_MS, quantile
+from consumers.evaluate.metrics import quantile
+from tests.eventgen import dumps_lines, write_jsonl
 
 T0 = 1_776_816_000_000  # 2026-04-22 00:00 UTC
 MIN = 60_000
@@ -324,12 +326,7 @@ def test_load_jsonl_reads_gzip_and_counts_bad_lines(tmp_path: Path):
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    data = b"".join(orjson.dumps(r) + b"\n" for r in rows)
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "wb") as fh:
-            fh.write(data)
-    else:
-        path.write_bytes(data)
+    write_jsonl(path, dumps_lines(rows))
 
 
 def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

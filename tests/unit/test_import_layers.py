@@ -1,5 +1,6 @@
 """The import layering of ``pyproject.toml`` ([tool.importlinter]) holds: the core knows no Kafka,
-services never import commands, the contract imports nothing of ours, no import cycles.
+services never import commands, the contract imports nothing of ours, no import cycles, and the
+simulator's layers (the named attack families and the sweep never import each other).
 
 Runs ``lint-imports`` (import-linter, a dev extra) so ``make test`` and CI check it.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from consumers.contract.flags import ENFORCING_ACTIONS
 from consumers.core.config import DetectorConfig
 from consumers.core.pipeline import LocalPipeline, PartitionedPipeline, partition_for
 from tests.eventgen import scenario
@@ -28,7 +29,7 @@ def _run(partitions: int) -> list[dict]:
 
 def _enforced(flags: list[dict]) -> set[str]:
     last = {f["account_id"]: f["action"] for f in flags}
-    return {a for a, action in last.items() if action in ("throttle", "suspend")}
+    return {a for a, action in last.items() if action in ENFORCING_ACTIONS}
 
 
 ONE = _run(1)

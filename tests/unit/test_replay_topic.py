@@ -14,6 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from consumers import replay
+from consumers.contract.units import HOUR_MS
 from consumers.core.account_stage import MODEL_KEY
 from consumers.core.config import DetectorConfig
 from consumers.core.pipeline import LocalPipeline
@@ -26,7 +27,7 @@ from consumers.kafka.warm_start import WarmStartTarget, latest_entries, warm_sta
 from consumers.progress import Progress
 from consumers.replay_topic import options_from_args
 from consumers.times import parse_time
-from tests.eventgen import HOUR_MS, EventGen, dumps_lines, sort_events
+from tests.eventgen import EventGen, dumps_lines, sort_events
 
 # ------------------------------------------------------------------------------ time
 

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from consumers.contract.events import RequestEvent, parse_event
+from consumers.contract.units import HOUR_MS
 from consumers.sim import (
     SCENARIOS,
     Simulation,
@@ -31,7 +32,7 @@ from consumers.sim import (
 from consumers.sim import cli as sim_cli
 from consumers.sim.world import COUNTRIES, NEW_MODEL, PROXY_ASNS, UA_MIXES
 
-HOUR = 3_600_000
+HOUR = HOUR_MS
 BENIGN = {"casual", "developer", "enterprise", "eval_company", "ci_agent", "reseller",
           "researcher", "new_signup"}
 FAMILIES = {"hydra", "cot_harvest", "blended", "heavy_scraper", "hydra_evasive", "hydra_stealth"}

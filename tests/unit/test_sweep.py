@@ -14,12 +14,13 @@ import orjson
 import pytest
 
 from consumers.cli import build_parser
+from consumers.contract.units import DAY_MS, HOUR_MS
 from consumers.evaluate import evaluate, render_html
 from consumers.evaluate import sweep as sweep_cmd
 from consumers.evaluate.dimensions import DIMENSIONS, dimension_table, pool
 from consumers.sim import Simulation, generate, get_scenario
 from consumers.sim.sweep import Dims, build_sweep_campaign
-from consumers.sim.world import DAY_MS, HOUR_MS, UA_MIXES, World
+from consumers.sim.world import UA_MIXES, World
 
 BASE = Dims(size=24, age_days=0.0, creation="wave", paraphrase_bits=2, network="proxy_pool",
             client="rare", payment="shared_pool", schedule="24/7", ramp="none", ramp_days=5.0,

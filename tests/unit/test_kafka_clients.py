@@ -1,13 +1,13 @@
-"""Client configurations and deployment names of the Kafka layer (no broker)."""
+"""The Kafka layer's client configurations (``consumers/kafka/clients.py``) and deployment names
+(``consumers/kafka/naming.py``), no broker: the runner itself is tested in test_stage_runner.py."""
 
 from __future__ import annotations
 
 from pydantic import SecretStr
 
 from consumers.config import KafkaSettings
-from consumers.kafka.clients import consumer_config, producer_config, reader_config
+from consumers.kafka.clients import RunnerOptions, consumer_config, producer_config, reader_config
 from consumers.kafka.naming import changelog_topic, pipeline_topics, stage_group, transactional_id
-from consumers.kafka.runner import RunnerOptions
 from tests.integration.toy_stage import SPEC
 
 
