@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from consumers.contract.events import CATEGORIES
 from consumers.core.config import DAY_MS, HOUR_MS
 from consumers.core.prompt_memory import KeySet, PromptMemory
 
@@ -34,7 +35,6 @@ from consumers.core.prompt_memory import KeySet, PromptMemory
 MAX_PROMPT_KEYS = 512
 MAX_PARA_KEYS = 128
 
-CATEGORIES = ("coding", "agentic", "reasoning", "math", "writing", "analysis", "chat", "translation", "other")
 CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
 #: categories worth most to a distiller (THREATS.md: capability targeting)
 CAPABILITY_IDX = tuple(CATEGORY_INDEX[c] for c in ("coding", "agentic", "reasoning", "math"))

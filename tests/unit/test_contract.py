@@ -304,9 +304,9 @@ def test_normalisation() -> None:
 
 def test_categories_have_one_order() -> None:
     # The core indexes per-account category counts by this order and the simulator samples from
-    # it: both must use the contract's tuple (the core's own copy must match until it imports it).
+    # it: both use the contract's tuple, not copies of it.
     assert frozenset(CATEGORIES) == TASK_CATEGORIES and len(CATEGORIES) == len(TASK_CATEGORIES)
-    assert CORE_CATEGORIES == SIM_CATEGORIES == CATEGORIES
+    assert CORE_CATEGORIES is CATEGORIES and SIM_CATEGORIES is CATEGORIES
 
 
 def test_validate_event_matches_parse_event() -> None:
