@@ -287,30 +287,12 @@ class AccountProcessor:
                   and st.first < released                  # the account predates it: it *moved*
                   and ts - released <= self.cfg.model_switch_ms and st.switch_h < 0):
                 st.switch_h = round((ts - released) / HOUR_MS, 1)
-        # prompts: announce the keys in the consistent sample (the same 1/16 of all keys for every
-        # account, so accounts sharing a template meet on its sampled keys at first use), and any
-        # key the account itself repeats
-        # (a key's state: the number of the request that first used it, negated once announced;
-        # a key announced on reuse carries that first request's number, so the campaign stage
-        # counts a reused prompt once)
-        pm = st.prompts
-        keys = prompt_key_ints(ev["prompt_simhash"])
-        announced = held = 0  # bit sets over the six pairs
-        for j, k in enumerate(keys):
-            slot = pm.find(k)
-            if slot < 0:
-                if not k & 0xF:  # the consistent sample: keys whose last hex digit is 0
-                    announced |= 1 << j
-                    self._announce(out, st, acct, prompt_key_name(k), ts, prompt=True)
-            else:
-                held |= 1 << j
-                if not pm.announced(slot, j):
-                    pm.mark(slot, j)
-                    self._announce(out, st, acct, prompt_key_name(k), ts, prompt=True, first=pm.request(slot))
-        reused = held != 0
-        if held != 0b111111:
-            pm.add(keys, st.n, announced, held)
-            pm.trim()
+        # prompts: announce the keys in the consistent sample at first use, and any key the account
+        # itself repeats, with the request that first used it, so the campaign stage counts a
+        # reused prompt once (PromptMemory.use)
+        announce, reused = st.prompts.use(prompt_key_ints(ev["prompt_simhash"]), st.n)
+        for k, first in announce:
+            self._announce(out, st, acct, prompt_key_name(k), ts, prompt=True, first=first)
         if reused:
             st.reuse += 1
         # every account also announces paraphrase-tolerant keys (each once), up to a daily budget:

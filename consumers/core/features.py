@@ -89,7 +89,7 @@ class AccountState:
         self.models: dict[str, int] = {}        # model -> first use ts (bounded)
         self.recent_ids = bytearray()           # dedup window: 8-byte digests of recent event ids, a ring ...
         self.ids_at = 0                         # ... whose oldest entry is here once it is full
-        self.prompts = PromptMemory(MAX_PROMPT_KEYS)  # keys of its recent prompts, their first use, announced?
+        self.prompts = PromptMemory(MAX_PROMPT_KEYS)  # keys of its recent prompts and their first use
         self.fps: dict[str, None] = {}          # non-prompt fingerprints announced
         self.next_learn = 0                     # ts from which the account may train the model again
         self.sent: list[Any] = []               # last behaviour summary sent downstream
@@ -290,8 +290,9 @@ class AccountState:
         else:
             for eid in ids[-64:]:
                 st.remember_event(event_digest(eid), 64)
-        st.prompts = (PromptMemory.from_keys(((_key_int(k), r) for k, r in prompts.items()), MAX_PROMPT_KEYS)
-                      if isinstance(prompts, dict) else PromptMemory.from_list(prompts, MAX_PROMPT_KEYS))
+        if isinstance(prompts, dict):  # earlier changelogs: {key name: request}
+            prompts = [x for k, r in prompts.items() for x in (_key_int(k), r)]
+        st.prompts = PromptMemory.from_list(prompts, MAX_PROMPT_KEYS)
         return st
 
 

@@ -51,13 +51,13 @@ def test_changelog_round_trip() -> None:
     st = AccountState.new("org", 1, 2)
     st.remember_event(event_digest("x"), 64)
     keys = prompt_key_ints("91b7584a2265b1f5")
-    st.prompts.add(keys, 3, 0b000001)
+    st.prompts.use(keys, 3)
     st.para = KeySet()
     st.para.add(paraphrase_key_ints("91b7584a2265b1f5", 1)[0])
     back = AccountState.from_list(st.to_list())
     assert back.to_list() == st.to_list()
     assert back.seen_event(event_digest("x"))
-    assert back.prompts.find(keys[3]) == 0 and back.prompts.announced(0, 0)
+    assert back.prompts.use(keys, 4)[1]  # remembered: a reuse
 
 
 def test_changelog_of_an_earlier_version_restores() -> None:
@@ -71,11 +71,7 @@ def test_changelog_of_an_earlier_version_restores() -> None:
     back = AccountState.from_list(old)
     assert back.seen_event(event_digest("e1")) and back.seen_event(event_digest("e2"))
     keys = prompt_key_ints("91b7584a2265b1f5")
-    pm = back.prompts
-    assert len(pm) == 2 and pm.find(keys[1]) == -1
-    s0, s5 = pm.find(keys[0]), pm.find(keys[5])
-    assert (pm.request(s0), pm.announced(s0, 0)) == (3, True)
-    assert (pm.request(s5), pm.announced(s5, 5)) == (4, False)
+    assert back.prompts.first == {keys[0]: -3, keys[5]: 4}
     assert back.para is not None and paraphrase_key_ints("91b7584a2265b1f5", 1)[0] in back.para
 
 
@@ -102,26 +98,12 @@ def _reference(events: list[tuple[str, int]], cap: int) -> list[tuple[int, str, 
 
 
 def _compact(events: list[tuple[str, int]], cap: int) -> list[tuple[int, str, int]]:
-    """The same with PromptMemory, as the account stage uses it."""
+    """The same with PromptMemory.use, as the account stage calls it."""
     pm = PromptMemory(cap)
     out = []
     for h, n in events:
-        keys = prompt_key_ints(h)
-        announced = held = 0
-        for j, k in enumerate(keys):
-            slot = pm.find(k)
-            if slot < 0:
-                if not k & 0xF:
-                    announced |= 1 << j
-                    out.append((n, prompt_key_name(k), n))
-            else:
-                held |= 1 << j
-                if not pm.announced(slot, j):
-                    pm.mark(slot, j)
-                    out.append((n, prompt_key_name(k), pm.request(slot)))
-        if held != 0b111111:
-            pm.add(keys, n, announced, held)
-            pm.trim()
+        announce, _ = pm.use(prompt_key_ints(h), n)
+        out += [(n, prompt_key_name(k), first) for k, first in announce]
         assert len(pm) <= cap
     return out
 
