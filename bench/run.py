@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", default="1", help="Kafka: comma-separated partition counts, e.g. 1,3")
     p.add_argument("--threaded", action=argparse.BooleanOptionalAction, default=None,
                    help="Kafka: also run detect with the stages in threads (default on, off with --quick)")
+    p.add_argument("--quix", action=argparse.BooleanOptionalAction, default=True,
+                   help="Kafka: also run the Quix Streams peer (needs the bench extra; default on)")
     p.add_argument("--profile", nargs="?", const=100_000, type=int, metavar="N",
                    help="also cProfile LocalPipeline over the first N events (default 100000)")
     p.add_argument("--profile-top", type=int, default=15)
@@ -151,8 +153,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             log(f"kafka: partitions {partitions}, {args.repeat} repeats, threaded={threaded} ...")
             attempt("kafka", lambda: kafka.run(ds, args.repeat, partitions, args.bootstrap_servers,
-                                               threaded=threaded, expected_flags=expected_flags,
-                                               log=log))
+                                               threaded=threaded, quix_peer=args.quix,
+                                               expected_flags=expected_flags, log=log))
     if args.profile:
         from bench import core
 
@@ -190,6 +192,7 @@ def report(result: dict[str, Any]) -> str:
                             f"{s['checkpoints']} ckpt)"
                             for s in res["stages"])
                         parts.append(f"kafka P={run_['partitions']} {label} #{i + 1}: {st}")
+            parts.append(f"kafka Quix Streams peer: {sec['info']['quix']}")
             parts.append(f"kafka cleanup: {sec['info']['cleanup']}")
     if "profile" in result:
         parts += ["", result["profile"]["text"]]
