@@ -212,7 +212,7 @@ def raw_consume(bootstrap: str, topic: str, partitions: int, expected: int,
 
 
 def _prepare(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
-             stop_at_end: bool) -> tuple[list[Any], list[StageClock], float]:
+             stop_at_end: bool, commit_ms: int | None = None) -> tuple[list[Any], list[StageClock], float]:
     """The pipeline's topics and the three stages' runners (instrumented), as ``detect`` builds
     them; returns the runners, their clocks and the seconds the topic set-up took."""
     from consumers.config import DetectSettings, KafkaSettings
@@ -224,7 +224,8 @@ def _prepare(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
     t0 = time.perf_counter()
     ensure_pipeline_topics(kafka)
     setup = time.perf_counter() - t0
-    runners = build_runners(kafka, cfg, DetectSettings(), STAGES, stop_at_end=stop_at_end,
+    ds = DetectSettings(**({"commit_interval_ms": commit_ms} if commit_ms else {}))
+    runners = build_runners(kafka, cfg, ds, STAGES, stop_at_end=stop_at_end,
                             progress_interval_s=3600.0)
     return runners, [instrument(r) for r in runners], setup
 
@@ -279,9 +280,11 @@ def _run_to_end(runner: Any, timeout: float) -> bool:
 
 
 def detect_sequential(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
-                      timeout: float) -> dict[str, Any]:
-    """``detect --stop-at-end``: topics, runners, then each stage's ``run()`` in pipeline order."""
-    runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=True)
+                      timeout: float, commit_ms: int | None = None) -> dict[str, Any]:
+    """``detect --stop-at-end``: topics, runners, then each stage's ``run()`` in pipeline order
+    (``commit_ms``: another ``commit_interval_ms`` than the default)."""
+    runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=True,
+                                      commit_ms=commit_ms)
     stages = []
     for r, clock in zip(runners, clocks, strict=True):
         t_start = time.perf_counter()
@@ -296,11 +299,12 @@ def detect_sequential(bootstrap: str, topic: str, prefix: str, group: str, cfg: 
 
 
 def detect_threaded(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any, n_events: int,
-                    timeout: float) -> dict[str, Any]:
+                    timeout: float, commit_ms: int | None = None) -> dict[str, Any]:
     """``detect`` (all stages in threads, :func:`run_all`) until every stage caught up, then stop."""
     from consumers.kafka.runner import run_all
 
-    runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=False)
+    runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=False,
+                                      commit_ms=commit_ms)
     acc, camp, pol = runners
     errors: list[BaseException] = []
 
@@ -377,11 +381,14 @@ def cleanup(bootstrap: str, prefix: str, groups: Sequence[str]) -> dict[str, Any
 def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
         bootstrap: str = "127.0.0.1:9092", threaded: bool = True, quix_peer: bool = True,
         expected_flags: int | None = None, cfg: Any = None, timeout: float | None = None,
+        compare_commit_ms: Sequence[int] = (),
         log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """All Kafka measurements for each partition count in ``partitions``; the ``kafka`` section.
 
     ``quix_peer``: also run the Quix Streams peer (skipped, with a note in ``info["quix"]``, when
-    quixstreams is not installed).
+    quixstreams is not installed). ``compare_commit_ms``: also run detect (sequential, and
+    threaded when ``threaded``) with each of these ``commit_interval_ms`` in every repeat, right
+    after the default's run: the throughput cost of a checkpoint cadence.
     """
     from bench import quix
     from consumers.config import DetectSettings, KafkaSettings
@@ -391,6 +398,8 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
 
     cfg = cfg or DetectorConfig()
     detect_batch = DetectSettings().batch_size
+    default_commit = DetectSettings().commit_interval_ms
+    compare = [c for c in compare_commit_ms if c != default_commit]
     check_broker(bootstrap)
     n = len(ds)
     if not n:
@@ -425,6 +434,7 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
             peer: list[dict[str, float]] = []
             seq: list[dict[str, Any]] = []
             thr: list[dict[str, Any]] = []
+            alt: dict[int, dict[str, list[dict[str, Any]]]] = {c: {"seq": [], "thr": []} for c in compare}
             for rep in range(repeat):
                 for name in CEILING_VARIANTS:
                     raw[name].append(raw_consume(bootstrap, topic, P, n, decoders[name], CEILING_BATCH,
@@ -449,13 +459,53 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
                     group = f"dwb-{run_id}-p{P}-t{rep}"
                     groups += [f"{group}.{s}" for s in STAGES]
                     thr.append(detect_threaded(bootstrap, topic, prefix, group, cfg, n, timeout))
+                for c in compare:
+                    log(f"kafka: P={P} repeat {rep + 1}/{repeat}: detect with commit_interval_ms={c} ...")
+                    group = f"dwb-{run_id}-p{P}-c{c}-s{rep}"
+                    groups += [f"{group}.{s}" for s in STAGES]
+                    alt[c]["seq"].append(detect_sequential(bootstrap, topic, prefix, group, cfg, timeout, c))
+                    if threaded:
+                        group = f"dwb-{run_id}-p{P}-c{c}-t{rep}"
+                        groups += [f"{group}.{s}" for s in STAGES]
+                        alt[c]["thr"].append(detect_threaded(bootstrap, topic, prefix, group, cfg, n,
+                                                             timeout, c))
             info["runs"].append({"partitions": P, "produce_s": t_prod, "raw": raw, "quix": peer,
-                                 "sequential": seq, "threaded": thr})
+                                 "sequential": seq, "threaded": thr, "default_commit_ms": default_commit,
+                                 "other_commits": {str(c): v for c, v in alt.items()}})
             rows += _rows_for(P, n, raw, seq, thr, expected_flags if P == 1 else None, peer,
                               detect_batch)
+            rows += _commit_rows(P, n, rows, default_commit, alt, expected_flags if P == 1 else None)
     finally:
         info["cleanup"] = cleanup(bootstrap, prefix, groups)
     return {"section": SECTION, "rows": rows, "info": info}
+
+
+def _commit_rows(P: int, n: int, rows: list[dict[str, Any]], default_commit: int,
+                 alt: dict[int, dict[str, list[dict[str, Any]]]],
+                 expected_flags: int | None) -> list[dict[str, Any]]:
+    """Detect's rows at other commit intervals, each as a ratio to the same row at the default."""
+    by_case = {r["case"]: r for r in rows}
+    out = []
+    for c, res in alt.items():
+        for kind, label, base_case in (
+                ("seq", "detect --stop-at-end, 3 stages in turn", f"P={P} detect --stop-at-end, 3 stages in turn"),
+                ("thr", "detect (threads, run_all) until caught up", f"P={P} detect (threads, run_all) until caught up")):
+            results = res[kind]
+            if not results:
+                continue
+            walls = ([sum(s["wall_s"] for s in r["stages"]) for r in results] if kind == "seq"
+                     else [r["wall_s"] for r in results])
+            ckpts = _median([sum(s["checkpoints"] for s in r["stages"]) for r in results])
+            flags = sorted({r["flags"] for r in results})
+            note = f"{ckpts:.0f} checkpoints; flags {'/'.join(map(str, flags))}"
+            if expected_flags is not None:
+                note += " = replay ✓" if flags == [expected_flags] else f" ≠ replay {expected_flags} ✗"
+            row = make_row(SECTION, f"P={P} {label}, commit_interval_ms={c}", [rate(n, w) for w in walls],
+                           "events/s", note)
+            if base_case in by_case:
+                set_ratio(row, by_case[base_case], f"commit {default_commit} ms")
+            out.append(row)
+    return out
 
 
 def _median(xs: Sequence[float]) -> float:

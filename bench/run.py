@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", default="1", help="Kafka: comma-separated partition counts, e.g. 1,3")
     p.add_argument("--threaded", action=argparse.BooleanOptionalAction, default=None,
                    help="Kafka: also run detect with the stages in threads (default on, off with --quick)")
+    p.add_argument("--compare-commit-ms", default="",
+                   help="Kafka: also run detect with these commit_interval_ms (comma-separated), "
+                        "as ratios to the default's")
     p.add_argument("--quix", action=argparse.BooleanOptionalAction, default=True,
                    help="Kafka: also run the Quix Streams peer (needs the bench extra; default on)")
     p.add_argument("--profile", nargs="?", const=100_000, type=int, metavar="N",
@@ -154,6 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"kafka: partitions {partitions}, {args.repeat} repeats, threaded={threaded} ...")
             attempt("kafka", lambda: kafka.run(ds, args.repeat, partitions, args.bootstrap_servers,
                                                threaded=threaded, quix_peer=args.quix,
+                                               compare_commit_ms=[int(x) for x in
+                                                                  args.compare_commit_ms.split(",") if x.strip()],
                                                expected_flags=expected_flags, log=log))
     if args.profile:
         from bench import core
