@@ -67,7 +67,11 @@ class DetectSettings(BaseSettings):
     stage: Literal["all", "account", "campaign", "policy"] = Field(
         "all", description="run every stage in this process (threads), or one (scale stages apart)")
     instance_id: str | None = Field(None, description="stable per replica (pod name); default host-pid")
-    commit_interval_ms: int = Field(1000, ge=10, description="checkpoint interval: outputs become visible this often")
+    # 100 ms (Kafka Streams' default under exactly-once): a flag crosses three stages, each making
+    # its outputs visible at its next checkpoint; at 1000 ms the end-to-end p99 was ~3-5 s, at
+    # 100 ms ~1-1.9 s with no measurable loss of throughput (bench/latency.py, bench/kafka.py
+    # --compare-commit-ms; README, Performance)
+    commit_interval_ms: int = Field(100, ge=10, description="checkpoint interval: outputs become visible this often")
     batch_size: int = Field(5000, ge=1, description="messages per consume call")
     internal_partitions: int | None = Field(
         None, ge=1, description="partitions of internal topics when created (default: as the requests topic)")
