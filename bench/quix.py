@@ -26,6 +26,7 @@ import logging
 import shutil
 import tempfile
 import time
+import warnings
 from datetime import timedelta
 from typing import Any
 
@@ -36,7 +37,9 @@ REQUIREMENT = "quixstreams (pip install -e '.[bench]', or make bench)"
 def available() -> str | None:
     """The installed quixstreams version, or None when it is not installed."""
     try:
-        import quixstreams
+        with warnings.catch_warnings():  # its dependencies warn about their own dependencies
+            warnings.simplefilter("ignore")
+            import quixstreams
     except ImportError:
         return None
     return str(getattr(quixstreams, "__version__", "?"))
@@ -49,8 +52,10 @@ def build_app(bootstrap: str, topic: str, group: str, state_dir: str, n_expected
     ``progress`` is updated from the ``on_message_processed`` callback (``processed``, ``first``,
     ``last``); the app stops itself once ``n_expected`` messages were processed.
     """
-    from quixstreams import Application
-    from quixstreams.dataframe.windows import Count, Max, Sum
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from quixstreams import Application
+        from quixstreams.dataframe.windows import Count, Max, Sum
 
     app: Any = None
 
