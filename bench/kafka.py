@@ -286,6 +286,7 @@ def detect_sequential(bootstrap: str, topic: str, prefix: str, group: str, cfg: 
     runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=True,
                                       commit_ms=commit_ms)
     stages = []
+    cpu0 = time.process_time()
     for r, clock in zip(runners, clocks, strict=True):
         t_start = time.perf_counter()
         timed_out = _run_to_end(r, timeout)
@@ -295,7 +296,7 @@ def detect_sequential(bootstrap: str, topic: str, prefix: str, group: str, cfg: 
         stages.append(res)
     return {"group": group, "setup_s": setup, "stages": stages,
             "flags": runners[-1].metrics.produced.get("flags", 0),
-            "wall_s": sum(s["wall_s"] for s in stages)}
+            "wall_s": sum(s["wall_s"] for s in stages), "cpu_s": time.process_time() - cpu0}
 
 
 def detect_threaded(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any, n_events: int,
@@ -316,6 +317,7 @@ def detect_threaded(bootstrap: str, topic: str, prefix: str, group: str, cfg: An
 
     th = threading.Thread(target=target, name="bench-detect", daemon=True)
     t_start = time.perf_counter()
+    cpu0 = time.process_time()
     th.start()
     caught_up = None
     seen: tuple[int, ...] | None = None
@@ -340,10 +342,11 @@ def detect_threaded(bootstrap: str, topic: str, prefix: str, group: str, cfg: An
             r.stop()
         th.join(120)
     t_end = time.perf_counter()
+    cpu_s = time.process_time() - cpu0
     if errors:
         raise errors[0]
     stages = [_stage_result(r, c, t_start, t_end) for r, c in zip(runners, clocks, strict=True)]
-    return {"group": group, "setup_s": setup, "stages": stages, "wall_s": t_end - t_start,
+    return {"group": group, "setup_s": setup, "stages": stages, "wall_s": t_end - t_start, "cpu_s": cpu_s,
             "caught_up_s": (caught_up - t_start) if caught_up else None,
             "timed_out": caught_up is None, "flags": pol.metrics.produced.get("flags", 0)}
 
@@ -500,12 +503,20 @@ def _commit_rows(P: int, n: int, rows: list[dict[str, Any]], default_commit: int
             note = f"{ckpts:.0f} checkpoints; flags {'/'.join(map(str, flags))}"
             if expected_flags is not None:
                 note += " = replay ✓" if flags == [expected_flags] else f" ≠ replay {expected_flags} ✗"
+            note += _cpu_note(results, n)
             row = make_row(SECTION, f"P={P} {label}, commit_interval_ms={c}", [rate(n, w) for w in walls],
                            "events/s", note)
             if base_case in by_case:
                 set_ratio(row, by_case[base_case], f"commit {default_commit} ms")
             out.append(row)
     return out
+
+
+def _cpu_note(results: Sequence[dict[str, Any]], n: int) -> str:
+    """``; CPU x µs/event``: this process's CPU time (all threads, librdkafka's included) per
+    event, median over repeats — less sensitive than wall time to other jobs on the machine."""
+    cpu = [r["cpu_s"] for r in results if r.get("cpu_s") is not None]
+    return f"; CPU {_median(cpu) / n * 1e6:.0f} µs/event" if cpu else ""
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -569,6 +580,7 @@ def _rows_for(P: int, n: int, raw: dict[str, list[dict[str, float]]], seq: list[
     if expected_flags is not None:
         whole["note"] += " = replay ✓" if flags == [expected_flags] else f" ≠ replay {expected_flags} ✗"
         whole["flags_match_replay"] = flags == [expected_flags]
+    whole["note"] += _cpu_note(seq, n)
     set_ratio(whole, base, base_label)
     if quix_row is not None:
         set_ratio(acc, quix_row, "Quix peer")
@@ -581,10 +593,11 @@ def _rows_for(P: int, n: int, raw: dict[str, list[dict[str, float]]], seq: list[
         busy = [sum(s["process_busy_s"] for s in res["stages"]) for res in thr]
         tflags = sorted({res["flags"] for res in thr})
         note = f"in process() {_median(busy):.2f}s (3 threads); flags {'/'.join(map(str, tflags))}"
-        if any(res["timed_out"] for res in thr):
-            note += "; TIMED OUT"
         if expected_flags is not None:
             note += " = replay ✓" if tflags == [expected_flags] else f" ≠ replay {expected_flags} ✗"
+        if any(res["timed_out"] for res in thr):
+            note += "; TIMED OUT"
+        note += _cpu_note(thr, n)
         row = make_row(SECTION, f"{tag} detect (threads, run_all) until caught up", [rate(n, w) for w in walls],
                        "events/s", note)
         set_ratio(row, base, base_label)

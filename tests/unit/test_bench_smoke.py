@@ -192,7 +192,8 @@ def test_kafka_rows_from_results() -> None:
            "orjson.loads": [{"seconds": 2.0, "streaming_seconds": 1.5}],
            "parse_event": [{"seconds": 4.0, "streaming_seconds": 3.5}],
            "detect": [{"seconds": 1.25, "streaming_seconds": 1.0}]}
-    seq = [{"stages": [_stage("account", 5.0), _stage("campaign", 3.0), _stage("policy", 2.0)], "flags": 7}]
+    seq = [{"stages": [_stage("account", 5.0), _stage("campaign", 3.0), _stage("policy", 2.0)], "flags": 7,
+            "cpu_s": 2.0}]
     thr = [{"stages": [_stage(s, 6.0) for s in bench_kafka.STAGES], "wall_s": 6.0, "flags": 7,
             "timed_out": False}]
     peer = [{"seconds": 10.0, "streaming_seconds": 8.0}]
@@ -211,6 +212,7 @@ def test_kafka_rows_from_results() -> None:
     assert acc["ratio_to"] == "Quix peer" and "0.40x consume+orjson" in acc["note"]
     assert whole["median"] == pytest.approx(100) and whole["ratio"] == pytest.approx(0.2)
     assert whole["ratio_to"] == "consume+orjson" and whole["flags_match_replay"] is True
+    assert whole["note"].endswith("= replay ✓; CPU 2000 µs/event")
     threads = rows["P=1 detect (threads, run_all) until caught up"]
     assert threads["median"] == pytest.approx(1000 / 6) and threads["ratio"] == pytest.approx(1 / 3)
     bad = {r["case"]: r for r in bench_kafka._rows_for(1, 1000, raw, seq, [], expected_flags=8)}
