@@ -449,9 +449,14 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
                 if quix_version:
                     group = f"{prefix}quix-p{P}-{rep}"
                     groups.append(group)
-                    peer.append(quix.run_peer(bootstrap, topic, group, n, timeout))
-                    log(f"kafka: P={P} repeat {rep + 1}/{repeat}: Quix peer "
-                        f"{n / peer[-1]['seconds']:,.0f} ev/s")
+                    try:
+                        peer.append(quix.run_peer(bootstrap, topic, group, n, timeout))
+                    except Exception as exc:  # noqa: BLE001 - the peer is a yardstick: detect still runs
+                        info["quix"] += f"; repeat {rep + 1} FAILED: {type(exc).__name__}: {str(exc)[:200]}"
+                        log(f"kafka: P={P} repeat {rep + 1}/{repeat}: Quix peer FAILED: {exc}")
+                    else:
+                        log(f"kafka: P={P} repeat {rep + 1}/{repeat}: Quix peer "
+                            f"{n / peer[-1]['seconds']:,.0f} ev/s")
                 log(f"kafka: P={P} repeat {rep + 1}/{repeat}: detect (sequential) ...")
                 group = f"dwb-{run_id}-p{P}-s{rep}"
                 groups += [f"{group}.{s}" for s in STAGES]
