@@ -65,17 +65,24 @@ def _held(proc: Any) -> int:
     return len(proc.accounts)
 
 
+def _frozen(proc: Any) -> int | None:
+    """Accounts a processor keeps frozen (idle ones, when ``state_size()`` reports them)."""
+    size = proc.state_size() if hasattr(proc, "state_size") else {}
+    return int(size["frozen"]) if isinstance(size, dict) and "frozen" in size else None
+
+
 class Templates:
     """The account stage's changelog after the data set: per-account entries and the rest."""
 
     def __init__(self, accounts: dict[bytes, list[tuple[bytes, bytes | None]]],
                  other: list[tuple[bytes, bytes | None]], held: int, live_bytes: int,
-                 empty_bytes: int = 0):
+                 empty_bytes: int = 0, frozen: int | None = None):
         self.accounts = accounts            # account id -> its entries (key ends with the id)
         self.other = other                  # model, metadata...
         self.held = held                    # accounts the processor held
         self.live_bytes = live_bytes        # tracemalloc: the processor after the data set
         self.empty_bytes = empty_bytes      # tracemalloc: the new, empty processor (its model)
+        self.frozen = frozen                # of the accounts held, how many were frozen (idle)
 
     @property
     def bytes_per_account(self) -> float:
@@ -109,6 +116,7 @@ def templates(ds: Dataset, cfg: Any = None) -> Templates:
         tracemalloc.stop()
         gc.set_threshold(*saved)
     held = _held(proc)
+    frozen = _frozen(proc)
     per: dict[bytes, list[tuple[bytes, bytes | None]]] = {}
     other: list[tuple[bytes, bytes | None]] = []
     for k, v in proc.take_changes():
@@ -121,7 +129,7 @@ def templates(ds: Dataset, cfg: Any = None) -> Templates:
         raise RuntimeError(f"only {len(per)} of the {held} accounts held have changelog entries whose "
                            "key ends with the account id: the cloning in bench/restore.py must learn "
                            "the new key format")
-    return Templates(per, other, held, live, empty)
+    return Templates(per, other, held, live, empty, frozen)
 
 
 def clone_id(template: bytes, i: int) -> bytes:
@@ -230,6 +238,7 @@ def restore_processors(entries: dict[bytes, bytes], t: Templates, chunk: int,
     cfg = cfg or DetectorConfig()
     seconds = 0.0
     mem_per_account: float | None = None
+    first_frozen: int | None = None
     chunks = restored = 0
     saved = gc.get_threshold()
     gc.set_threshold(*CLI_GC_THRESHOLD)
@@ -244,6 +253,7 @@ def restore_processors(entries: dict[bytes, bytes], t: Templates, chunk: int,
                     proc.restore(part)
                     gc.collect()
                     mem_per_account = (tracemalloc.get_traced_memory()[0] - base) / n_acc
+                    first_frozen = _frozen(proc)
                 finally:
                     tracemalloc.stop()
                 del proc
@@ -262,7 +272,7 @@ def restore_processors(entries: dict[bytes, bytes], t: Templates, chunk: int,
     finally:
         gc.set_threshold(*saved)
     return {"seconds": seconds, "bytes_per_restored_account": mem_per_account, "chunks": chunks,
-            "accounts": restored}
+            "accounts": restored, "first_chunk_frozen": first_frozen}
 
 
 def run(ds: Dataset, bootstrap: str = "127.0.0.1:9092", accounts: int = 1_000_000,
@@ -280,7 +290,8 @@ def run(ds: Dataset, bootstrap: str = "127.0.0.1:9092", accounts: int = 1_000_00
         make_row(SECTION, "memory per active account (tracemalloc, after processing)",
                  [(t.live_bytes - t.empty_bytes) / max(1, t.held)], "bytes/account",
                  f"AccountProcessor after the data set, less the new processor "
-                 f"({t.empty_bytes / 1e6:.1f} MB: its model), ÷ {t.held:,} accounts held"),
+                 f"({t.empty_bytes / 1e6:.1f} MB: its model), ÷ {t.held:,} accounts held"
+                 + (f" ({t.frozen:,} of them frozen)" if t.frozen is not None else "")),
     ]
     info: dict[str, Any] = {"templates": T, "events": len(ds), "accounts": accounts, "chunk": chunk,
                             "bytes_per_account": t.bytes_per_account,
@@ -320,7 +331,9 @@ def run(ds: Dataset, bootstrap: str = "127.0.0.1:9092", accounts: int = 1_000_00
         raise AssertionError(f"restored {r['accounts']:,} accounts, wrote {accounts:,}")
     info.update({"restore": r})
     rows.append(make_row(SECTION, "memory per restored account (tracemalloc)", [r["bytes_per_restored_account"]],
-                         "bytes/account", f"the first {min(chunk, accounts):,} restored accounts"))
+                         "bytes/account", f"the first {min(chunk, accounts):,} restored accounts"
+                         + (f" ({r['first_chunk_frozen']:,} of them frozen)"
+                            if r.get("first_chunk_frozen") is not None else "")))
     scale = 1_000_000 / accounts
     what = "" if accounts == 1_000_000 else f" (measured on {accounts:,}, scaled ×{scale:.3g})"
     if read_s is not None:
