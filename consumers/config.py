@@ -70,7 +70,8 @@ class DetectSettings(BaseSettings):
     # 100 ms (Kafka Streams' default under exactly-once): a flag crosses three stages, each making
     # its outputs visible at its next checkpoint. Measured end to end at 2,000 events/s (README,
     # Performance; bench/latency.py): p50 / p99 1.43 / 3.56 s at 1000 ms, 0.80 / 2.67 s at 100 ms,
-    # for +39% CPU per event (more checkpoints rewriting the changed accounts' state)
+    # for +39% CPU per event at that rate and +13-16% when catching up (more checkpoints, each
+    # rewriting the changed accounts' state)
     commit_interval_ms: int = Field(100, ge=10, description="checkpoint interval: outputs become visible this often")
     batch_size: int = Field(5000, ge=1, description="messages per consume call")
     internal_partitions: int | None = Field(
