@@ -6,9 +6,10 @@ as soon as it is made:
 1. **realistic states** — :class:`~consumers.core.account_stage.AccountProcessor` processes the
    data set (simulated traffic: honest personas and campaigns), then ``take_changes()`` gives the
    changelog entries of every account it holds (*templates*). Memory per active account is
-   measured here with ``tracemalloc``: the processor after the data set less the new, empty
-   processor (its behaviour model), ÷ the accounts it holds (every one was active during the
-   data set);
+   measured here with ``tracemalloc``: the processor after the data set less a new, empty
+   processor (its behaviour model; the first processor of a process also imports river and
+   scipy, ~56 MB, so one is built before measuring), ÷ the accounts it holds (every one was
+   active during the data set);
 2. **cloning** — the changelog of ``accounts`` accounts (default 1M) is the templates' entries
    repeated under new account ids: an entry belongs to an account when its key ends with the
    account's id (``take_changes()`` keys ``a:<account>``); the clone's key and value have the id
@@ -81,7 +82,7 @@ class Templates:
         self.other = other                  # model, metadata...
         self.held = held                    # accounts the processor held
         self.live_bytes = live_bytes        # tracemalloc: the processor after the data set
-        self.empty_bytes = empty_bytes      # tracemalloc: the new, empty processor (its model)
+        self.empty_bytes = empty_bytes      # tracemalloc: a new, empty processor (its model)
         self.frozen = frozen                # of the accounts held, how many were frozen (idle)
 
     @property
@@ -100,6 +101,9 @@ def templates(ds: Dataset, cfg: Any = None) -> Templates:
     cfg = cfg or DetectorConfig()
     ids = {k for k in ds.keys}
     lengths = sorted({len(k) for k in ids}, reverse=True)
+    # the first processor of a process imports river and scipy (~56 MB): not state, so it is
+    # built before measuring
+    AccountProcessor(cfg, 0)
     saved = gc.get_threshold()
     gc.set_threshold(*CLI_GC_THRESHOLD)
     gc.collect()
@@ -289,8 +293,8 @@ def run(ds: Dataset, bootstrap: str = "127.0.0.1:9092", accounts: int = 1_000_00
                  f"{T:,} accounts after {len(ds):,} events of the data set"),
         make_row(SECTION, "memory per active account (tracemalloc, after processing)",
                  [(t.live_bytes - t.empty_bytes) / max(1, t.held)], "bytes/account",
-                 f"AccountProcessor after the data set, less the new processor "
-                 f"({t.empty_bytes / 1e6:.1f} MB: its model), ÷ {t.held:,} accounts held"
+                 f"AccountProcessor after the data set, less a new one "
+                 f"({t.empty_bytes / 1e3:,.0f} KB: its model), ÷ {t.held:,} accounts held"
                  + (f" ({t.frozen:,} of them frozen)" if t.frozen is not None else "")),
     ]
     info: dict[str, Any] = {"templates": T, "events": len(ds), "accounts": accounts, "chunk": chunk,

@@ -266,8 +266,8 @@ def report(result: dict[str, Any]) -> str:
         if sec["section"] == "restore":
             i = sec["info"]
             parts.append(f"restore: {i['templates']:,} template accounts (states after {i['events']:,} "
-                         f"events) cloned to {i['accounts']:,}; behaviour model "
-                         f"{i['empty_processor_bytes'] / 1e6:.1f} MB per processor"
+                         f"events) cloned to {i['accounts']:,}; a new processor (its behaviour model) "
+                         f"{i['empty_processor_bytes'] / 1e3:,.0f} KB"
                          + (f"; cleanup {i['cleanup']}" if "cleanup" in i else ""))
     if "profile" in result:
         parts += ["", result["profile"]["text"]]
