@@ -97,7 +97,9 @@ test-unit: setup
 test-integration: setup prometheus broker-start
 	$(VPY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
+# the bench extra: the Quix Streams peer of bench/kafka.py
 bench: setup broker-start
+	$(PIP) install -q -e '.[dev,bench]'
 	$(VPY) bench/run.py
 
 eval: setup

@@ -1,28 +1,33 @@
-"""On the real broker, in one run: produce the scenario, consume it raw (the ceiling), run detect.
+"""On the real broker, in one run: produce the scenario, the consume ceiling, a Quix peer, detect.
 
 For each requested partition count ``P``:
 
 1. **produce** the data set to a fresh ``<prefix>p<P>.requests`` topic (``retention.ms=-1``:
    message timestamps are the events' ``ts_ms``, months in the past), keyed by ``account_id``,
    with the simulator's producer settings (lz4, ``linger.ms`` 20, idempotent);
-2. **raw consume** — a plain ``Consumer`` (``read_committed``, ``assign`` at the beginning, no
-   group join) reading the whole topic with ``consume(num_messages=...)`` doing nothing per
-   message, then with ``orjson.loads`` of each value, then with ``parse_event``: the ceiling of a
-   Python consumer on this machine;
-3. **detect, sequential** — what ``distillwatch detect --stop-at-end`` does: ``ensure_pipeline_topics``
+2. **consume ceiling** — a plain ``Consumer`` (``read_committed``, ``assign`` at the beginning, no
+   group join) with the best settings for throughput (:data:`CEILING_CONSUMER`: large fetches, a
+   deep local queue; ``consume(num_messages=10000)``) reading the whole topic doing nothing per
+   message, then ``orjson.loads`` of each value (the ceiling of any Python consumer that looks at
+   the values), then ``parse_event``; and, for comparison, doing nothing with the consumer
+   settings and batch size of detect's runners;
+3. **Quix Streams peer** (:mod:`bench.quix`, when ``quixstreams`` is installed) — at-least-once,
+   a per-account hourly tumbling window (count, sum, max) over the same topic;
+4. **detect, sequential** — what ``distillwatch detect --stop-at-end`` does: ``ensure_pipeline_topics``
    then :func:`consumers.kafka.deployment.build_runners` and each stage's ``run()`` one after the other
    (account, campaign, policy) with the default ``DetectSettings``. The account stage alone and the
    whole pipeline are reported, in events/s of the requests topic, by wall time (``run()`` call to
    return: start-up, group join, restore, processing, final commit, close) and *streaming* (first
    to last ``process`` call);
-4. **detect, threaded** (optional) — what ``distillwatch detect`` runs live: the three stages in
+5. **detect, threaded** (optional) — what ``distillwatch detect`` runs live: the three stages in
    threads of one process (:func:`consumers.kafka.runner.run_all`), stopped once every stage has
    consumed everything the stage before it produced; wall time from start to all runners stopped.
 
-Each repeat uses a fresh group id (so fresh internal topics and changelogs) and the ratio
-detect ÷ raw is given. With one partition the number of flags must equal file replay's (checked
-when ``expected_flags`` is given). Every topic with the run's prefix and every consumer group of
-the run is deleted at the end, even on failure.
+Each repeat uses a fresh group id (so fresh internal topics and changelogs). Ratios (issue #13's
+targets): every detect row ÷ the consume + ``orjson.loads`` ceiling, and the account stage ÷ the
+Quix peer. With one partition the number of flags must equal file replay's (checked when
+``expected_flags`` is given). Every topic whose name holds the run's prefix (Quix's changelog
+topics included) and every consumer group of the run is deleted at the end, even on failure.
 """
 
 from __future__ import annotations
@@ -41,6 +46,22 @@ from bench.common import Dataset, make_row, rate, set_ratio
 
 SECTION = "kafka"
 STAGES = ("account", "campaign", "policy")
+
+#: consumer settings of the ceiling: fetch up to 64 MiB per request and 16 MiB per partition, and
+#: let librdkafka queue up to 256 MiB / 1M messages ahead of ``consume()``, so the Python loop never
+#: waits for the broker (librdkafka's defaults: 50 MiB, 1 MiB, 64 MiB, 100k)
+CEILING_CONSUMER: dict[str, Any] = {
+    "fetch.max.bytes": 64 * 1024 * 1024,
+    "max.partition.fetch.bytes": 16 * 1024 * 1024,
+    "queued.max.messages.kbytes": 256 * 1024,
+    "queued.min.messages": 1_000_000,
+}
+#: ``consume(num_messages=...)`` of the ceiling
+CEILING_BATCH = 10_000
+#: the ceiling's variants: (name, what is done with each value)
+CEILING_VARIANTS = ("nothing", "orjson.loads", "parse_event")
+#: the ratio base of every detect row
+CEILING_BASE = "orjson.loads"
 
 
 class BrokerUnavailable(RuntimeError):
@@ -136,9 +157,12 @@ def produce_dataset(bootstrap: str, topic: str, ds: Dataset, timeout: float = 30
 
 
 def raw_consume(bootstrap: str, topic: str, partitions: int, expected: int,
-                decode: Callable[[bytes], Any] | None = None, batch: int = 10_000,
-                timeout: float = 300.0) -> dict[str, float]:
+                decode: Callable[[bytes], Any] | None = None, batch: int = CEILING_BATCH,
+                timeout: float = 300.0, settings: dict[str, Any] | None = None) -> dict[str, float]:
     """Read the whole topic with a plain consumer; ``decode`` is applied to every value.
+
+    ``settings`` are extra consumer settings (:data:`CEILING_CONSUMER` for the ceiling; none for
+    librdkafka's defaults, as detect's runners use them).
 
     Returns ``{"seconds", "streaming_seconds", "messages"}``: ``seconds`` from ``assign`` to the
     end of every partition, ``streaming_seconds`` from the first batch with messages.
@@ -153,6 +177,7 @@ def raw_consume(bootstrap: str, topic: str, partitions: int, expected: int,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
         "isolation.level": "read_committed",
+        **(settings or {}),
     })
     eof_code = KafkaError._PARTITION_EOF
     n = 0
@@ -187,7 +212,7 @@ def raw_consume(bootstrap: str, topic: str, partitions: int, expected: int,
 
 
 def _prepare(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
-             stop_at_end: bool) -> tuple[list[Any], list[StageClock], float]:
+             stop_at_end: bool, commit_ms: int | None = None) -> tuple[list[Any], list[StageClock], float]:
     """The pipeline's topics and the three stages' runners (instrumented), as ``detect`` builds
     them; returns the runners, their clocks and the seconds the topic set-up took."""
     from consumers.config import DetectSettings, KafkaSettings
@@ -199,7 +224,8 @@ def _prepare(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
     t0 = time.perf_counter()
     ensure_pipeline_topics(kafka)
     setup = time.perf_counter() - t0
-    runners = build_runners(kafka, cfg, DetectSettings(), STAGES, stop_at_end=stop_at_end,
+    ds = DetectSettings(**({"commit_interval_ms": commit_ms} if commit_ms else {}))
+    runners = build_runners(kafka, cfg, ds, STAGES, stop_at_end=stop_at_end,
                             progress_interval_s=3600.0)
     return runners, [instrument(r) for r in runners], setup
 
@@ -254,10 +280,13 @@ def _run_to_end(runner: Any, timeout: float) -> bool:
 
 
 def detect_sequential(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
-                      timeout: float) -> dict[str, Any]:
-    """``detect --stop-at-end``: topics, runners, then each stage's ``run()`` in pipeline order."""
-    runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=True)
+                      timeout: float, commit_ms: int | None = None) -> dict[str, Any]:
+    """``detect --stop-at-end``: topics, runners, then each stage's ``run()`` in pipeline order
+    (``commit_ms``: another ``commit_interval_ms`` than the default)."""
+    runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=True,
+                                      commit_ms=commit_ms)
     stages = []
+    cpu0 = time.process_time()
     for r, clock in zip(runners, clocks, strict=True):
         t_start = time.perf_counter()
         timed_out = _run_to_end(r, timeout)
@@ -267,15 +296,16 @@ def detect_sequential(bootstrap: str, topic: str, prefix: str, group: str, cfg: 
         stages.append(res)
     return {"group": group, "setup_s": setup, "stages": stages,
             "flags": runners[-1].metrics.produced.get("flags", 0),
-            "wall_s": sum(s["wall_s"] for s in stages)}
+            "wall_s": sum(s["wall_s"] for s in stages), "cpu_s": time.process_time() - cpu0}
 
 
 def detect_threaded(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any, n_events: int,
-                    timeout: float) -> dict[str, Any]:
+                    timeout: float, commit_ms: int | None = None) -> dict[str, Any]:
     """``detect`` (all stages in threads, :func:`run_all`) until every stage caught up, then stop."""
     from consumers.kafka.runner import run_all
 
-    runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=False)
+    runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=False,
+                                      commit_ms=commit_ms)
     acc, camp, pol = runners
     errors: list[BaseException] = []
 
@@ -287,6 +317,7 @@ def detect_threaded(bootstrap: str, topic: str, prefix: str, group: str, cfg: An
 
     th = threading.Thread(target=target, name="bench-detect", daemon=True)
     t_start = time.perf_counter()
+    cpu0 = time.process_time()
     th.start()
     caught_up = None
     seen: tuple[int, ...] | None = None
@@ -311,18 +342,20 @@ def detect_threaded(bootstrap: str, topic: str, prefix: str, group: str, cfg: An
             r.stop()
         th.join(120)
     t_end = time.perf_counter()
+    cpu_s = time.process_time() - cpu0
     if errors:
         raise errors[0]
     stages = [_stage_result(r, c, t_start, t_end) for r, c in zip(runners, clocks, strict=True)]
-    return {"group": group, "setup_s": setup, "stages": stages, "wall_s": t_end - t_start,
+    return {"group": group, "setup_s": setup, "stages": stages, "wall_s": t_end - t_start, "cpu_s": cpu_s,
             "caught_up_s": (caught_up - t_start) if caught_up else None,
             "timed_out": caught_up is None, "flags": pol.metrics.produced.get("flags", 0)}
 
 
 def cleanup(bootstrap: str, prefix: str, groups: Sequence[str]) -> dict[str, Any]:
-    """Delete every topic named ``prefix*`` and the given consumer groups (best effort)."""
+    """Delete every topic whose name holds ``prefix`` and the given consumer groups (best effort)."""
     admin = _admin(bootstrap)
-    topics = sorted(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix))
+    # Quix names its changelog topics changelog__<group>--<topic>--<store>: the prefix is inside
+    topics = sorted(t for t in admin.list_topics(timeout=10).topics if prefix in t)
     deleted, failed = 0, []
     if topics:
         for name, fut in admin.delete_topics(topics, operation_timeout=30).items():
@@ -349,18 +382,27 @@ def cleanup(bootstrap: str, prefix: str, groups: Sequence[str]) -> dict[str, Any
 
 
 def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
-        bootstrap: str = "127.0.0.1:9092", threaded: bool = True, raw_batch: int | None = None,
+        bootstrap: str = "127.0.0.1:9092", threaded: bool = True, quix_peer: bool = True,
         expected_flags: int | None = None, cfg: Any = None, timeout: float | None = None,
+        compare_commit_ms: Sequence[int] = (),
         log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """All Kafka measurements for each partition count in ``partitions``; the ``kafka`` section."""
+    """All Kafka measurements for each partition count in ``partitions``; the ``kafka`` section.
+
+    ``quix_peer``: also run the Quix Streams peer (skipped, with a note in ``info["quix"]``, when
+    quixstreams is not installed). ``compare_commit_ms``: also run detect (sequential, and
+    threaded when ``threaded``) with each of these ``commit_interval_ms`` in every repeat, right
+    after the default's run: the throughput cost of a checkpoint cadence.
+    """
+    from bench import quix
     from consumers.config import DetectSettings, KafkaSettings
     from consumers.contract.events import parse_event
     from consumers.core.config import DetectorConfig
     from consumers.kafka.admin import TopicSpec, ensure_topics
 
     cfg = cfg or DetectorConfig()
-    # the same consume() batch as detect's runners, so the ceiling is comparable
-    raw_batch = raw_batch or DetectSettings().batch_size
+    detect_batch = DetectSettings().batch_size
+    default_commit = DetectSettings().commit_interval_ms
+    compare = [c for c in compare_commit_ms if c != default_commit]
     check_broker(bootstrap)
     n = len(ds)
     if not n:
@@ -370,8 +412,18 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
     prefix = f"dw-bench.{run_id}."
     groups: list[str] = []
     rows: list[dict[str, Any]] = []
+    quix_version = quix.available() if quix_peer else None
     info: dict[str, Any] = {"events": n, "repeat": repeat, "prefix": prefix, "bootstrap": bootstrap,
-                            "partitions": list(partitions), "runs": []}
+                            "partitions": list(partitions), "runs": [],
+                            "ceiling_consumer": CEILING_CONSUMER, "ceiling_batch": CEILING_BATCH,
+                            "detect_batch": detect_batch,
+                            "quix": (f"quixstreams {quix_version}" if quix_version else
+                                     "not requested" if not quix_peer else
+                                     f"skipped: quixstreams is not installed; {quix.REQUIREMENT}")}
+    if quix_peer and not quix_version:
+        log(f"kafka: Quix Streams peer skipped: quixstreams is not installed ({quix.REQUIREMENT})")
+    decoders: dict[str, Callable[[bytes], Any] | None] = {
+        "nothing": None, "orjson.loads": orjson.loads, "parse_event": parse_event}
     try:
         for P in partitions:
             topic = f"{prefix}p{P}.requests"
@@ -381,14 +433,31 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
             t_prod = produce_dataset(bootstrap, topic, ds)
             rows.append(make_row(SECTION, f"P={P} produce (lz4, idempotent, ts=ts_ms)", [rate(n, t_prod)],
                                  "events/s", f"{t_prod:.2f}s to the last ack"))
-            raw: dict[str, list[dict[str, float]]] = {"nothing": [], "orjson.loads": [], "parse_event": []}
+            raw: dict[str, list[dict[str, float]]] = {name: [] for name in (*CEILING_VARIANTS, "detect")}
+            peer: list[dict[str, float]] = []
             seq: list[dict[str, Any]] = []
             thr: list[dict[str, Any]] = []
+            alt: dict[int, dict[str, list[dict[str, Any]]]] = {c: {"seq": [], "thr": []} for c in compare}
             for rep in range(repeat):
-                for name, fn in (("nothing", None), ("orjson.loads", orjson.loads), ("parse_event", parse_event)):
-                    raw[name].append(raw_consume(bootstrap, topic, P, n, fn, raw_batch))
-                log(f"kafka: P={P} repeat {rep + 1}/{repeat}: raw "
-                    f"{n / raw['nothing'][-1]['seconds']:,.0f} ev/s; detect (sequential) ...")
+                for name in CEILING_VARIANTS:
+                    raw[name].append(raw_consume(bootstrap, topic, P, n, decoders[name], CEILING_BATCH,
+                                                 settings=CEILING_CONSUMER))
+                raw["detect"].append(raw_consume(bootstrap, topic, P, n, None, detect_batch))
+                log(f"kafka: P={P} repeat {rep + 1}/{repeat}: ceiling "
+                    f"{n / raw['nothing'][-1]['seconds']:,.0f} ev/s, + orjson "
+                    f"{n / raw['orjson.loads'][-1]['seconds']:,.0f} ev/s")
+                if quix_version:
+                    group = f"{prefix}quix-p{P}-{rep}"
+                    groups.append(group)
+                    try:
+                        peer.append(quix.run_peer(bootstrap, topic, group, n, timeout))
+                    except Exception as exc:  # noqa: BLE001 - the peer is a yardstick: detect still runs
+                        info["quix"] += f"; repeat {rep + 1} FAILED: {type(exc).__name__}: {str(exc)[:200]}"
+                        log(f"kafka: P={P} repeat {rep + 1}/{repeat}: Quix peer FAILED: {exc}")
+                    else:
+                        log(f"kafka: P={P} repeat {rep + 1}/{repeat}: Quix peer "
+                            f"{n / peer[-1]['seconds']:,.0f} ev/s")
+                log(f"kafka: P={P} repeat {rep + 1}/{repeat}: detect (sequential) ...")
                 group = f"dwb-{run_id}-p{P}-s{rep}"
                 groups += [f"{group}.{s}" for s in STAGES]
                 seq.append(detect_sequential(bootstrap, topic, prefix, group, cfg, timeout))
@@ -398,39 +467,115 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
                     group = f"dwb-{run_id}-p{P}-t{rep}"
                     groups += [f"{group}.{s}" for s in STAGES]
                     thr.append(detect_threaded(bootstrap, topic, prefix, group, cfg, n, timeout))
-            info["runs"].append({"partitions": P, "produce_s": t_prod, "raw": raw,
-                                 "sequential": seq, "threaded": thr})
-            rows += _rows_for(P, n, raw, seq, thr, expected_flags if P == 1 else None)
+                for c in compare:
+                    log(f"kafka: P={P} repeat {rep + 1}/{repeat}: detect with commit_interval_ms={c} ...")
+                    group = f"dwb-{run_id}-p{P}-c{c}-s{rep}"
+                    groups += [f"{group}.{s}" for s in STAGES]
+                    alt[c]["seq"].append(detect_sequential(bootstrap, topic, prefix, group, cfg, timeout, c))
+                    if threaded:
+                        group = f"dwb-{run_id}-p{P}-c{c}-t{rep}"
+                        groups += [f"{group}.{s}" for s in STAGES]
+                        alt[c]["thr"].append(detect_threaded(bootstrap, topic, prefix, group, cfg, n,
+                                                             timeout, c))
+            info["runs"].append({"partitions": P, "produce_s": t_prod, "raw": raw, "quix": peer,
+                                 "sequential": seq, "threaded": thr, "default_commit_ms": default_commit,
+                                 "other_commits": {str(c): v for c, v in alt.items()}})
+            rows += _rows_for(P, n, raw, seq, thr, expected_flags if P == 1 else None, peer,
+                              detect_batch)
+            rows += _commit_rows(P, n, rows, default_commit, alt, expected_flags if P == 1 else None)
     finally:
         info["cleanup"] = cleanup(bootstrap, prefix, groups)
     return {"section": SECTION, "rows": rows, "info": info}
 
 
+def _commit_rows(P: int, n: int, rows: list[dict[str, Any]], default_commit: int,
+                 alt: dict[int, dict[str, list[dict[str, Any]]]],
+                 expected_flags: int | None) -> list[dict[str, Any]]:
+    """Detect's rows at other commit intervals, each as a ratio to the same row at the default."""
+    by_case = {r["case"]: r for r in rows}
+    out = []
+    for c, res in alt.items():
+        for kind, label, base_case in (
+                ("seq", "detect --stop-at-end, 3 stages in turn", f"P={P} detect --stop-at-end, 3 stages in turn"),
+                ("thr", "detect (threads, run_all) until caught up", f"P={P} detect (threads, run_all) until caught up")):
+            results = res[kind]
+            if not results:
+                continue
+            walls = ([sum(s["wall_s"] for s in r["stages"]) for r in results] if kind == "seq"
+                     else [r["wall_s"] for r in results])
+            ckpts = _median([sum(s["checkpoints"] for s in r["stages"]) for r in results])
+            flags = sorted({r["flags"] for r in results})
+            note = f"{ckpts:.0f} checkpoints; flags {'/'.join(map(str, flags))}"
+            if expected_flags is not None:
+                note += " = replay ✓" if flags == [expected_flags] else f" ≠ replay {expected_flags} ✗"
+            note += _cpu_note(results, n)
+            row = make_row(SECTION, f"P={P} {label}, commit_interval_ms={c}", [rate(n, w) for w in walls],
+                           "events/s", note)
+            if base_case in by_case:
+                set_ratio(row, by_case[base_case], f"commit {default_commit} ms")
+            out.append(row)
+    return out
+
+
+def _cpu_note(results: Sequence[dict[str, Any]], n: int) -> str:
+    """``; CPU x µs/event``: this process's CPU time (all threads, librdkafka's included) per
+    event, median over repeats — less sensitive than wall time to other jobs on the machine."""
+    cpu = [r["cpu_s"] for r in results if r.get("cpu_s") is not None]
+    return f"; CPU {_median(cpu) / n * 1e6:.0f} µs/event" if cpu else ""
+
+
+def _median(xs: Sequence[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
 def _rows_for(P: int, n: int, raw: dict[str, list[dict[str, float]]], seq: list[dict[str, Any]],
-              thr: list[dict[str, Any]], expected_flags: int | None) -> list[dict[str, Any]]:
+              thr: list[dict[str, Any]], expected_flags: int | None,
+              peer: list[dict[str, float]] | None = None, detect_batch: int = 0) -> list[dict[str, Any]]:
+    """The rows of one partition count. Ratios: the ceiling rows ÷ the ceiling doing nothing;
+    the Quix peer and every detect row ÷ the consume + ``orjson.loads`` ceiling — except the
+    account stage, ÷ the Quix peer when there is one (its ratio to the ceiling is in its note)."""
     rows = []
     tag = f"P={P}"
-    raw_rows = {}
-    for name, runs in raw.items():
-        what = "does nothing" if name == "nothing" else f"{name} of each value"
-        stream = sorted(rate(n, r["streaming_seconds"]) for r in runs)[len(runs) // 2]
-        raw_rows[name] = make_row(SECTION, f"{tag} raw consume, {what}", [rate(n, r["seconds"]) for r in runs],
-                                  "events/s", f"streaming {stream:,.0f} ev/s")
-        rows.append(raw_rows[name])
-    base = raw_rows["nothing"]
+    ceiling = {}
+    for name in CEILING_VARIANTS:
+        runs = raw[name]
+        what = "does nothing" if name == "nothing" else f"+ {name} of each value"
+        stream = _median([rate(n, r["streaming_seconds"]) for r in runs])
+        ceiling[name] = make_row(
+            SECTION, f"{tag} consume ceiling (batch {CEILING_BATCH // 1000}k, large fetches), {what}",
+            [rate(n, r["seconds"]) for r in runs], "events/s", f"streaming {stream:,.0f} ev/s")
+        rows.append(ceiling[name])
     for r in rows:
-        set_ratio(r, base, "raw")
-    raw_stream = sorted(rate(n, r["streaming_seconds"]) for r in raw["nothing"])[len(raw["nothing"]) // 2]
+        set_ratio(r, ceiling["nothing"], "ceiling")
+    if raw.get("detect"):
+        runs = raw["detect"]
+        stream = _median([rate(n, r["streaming_seconds"]) for r in runs])
+        row = make_row(SECTION, f"{tag} consume as detect's runners (batch {detect_batch:,}, default fetches), "
+                       "does nothing", [rate(n, r["seconds"]) for r in runs], "events/s",
+                       f"streaming {stream:,.0f} ev/s")
+        set_ratio(row, ceiling["nothing"], "ceiling")
+        rows.append(row)
+    base = ceiling[CEILING_BASE]
+    base_label = "consume+orjson"
+    base_stream = _median([rate(n, r["streaming_seconds"]) for r in raw[CEILING_BASE]])
+
+    quix_row = None
+    if peer:
+        stream = _median([rate(n, r["streaming_seconds"]) for r in peer])
+        quix_row = make_row(SECTION, f"{tag} Quix Streams peer: at-least-once, per-account 1 h tumbling "
+                            "count/sum/max", [rate(n, r["seconds"]) for r in peer], "events/s",
+                            f"streaming {stream:,.0f} ev/s")
+        set_ratio(quix_row, base, base_label)
+        rows.append(quix_row)
 
     def stage_rows(label: str, results: list[dict[str, Any]], which: Sequence[str]) -> dict[str, Any]:
         walls = [sum(s["wall_s"] for s in res["stages"] if s["stage"] in which) for res in results]
         streams = [sum(s["streaming_s"] or 0.0 for s in res["stages"] if s["stage"] in which)
                    for res in results]
         busy = [sum(s["process_busy_s"] for s in res["stages"] if s["stage"] in which) for res in results]
-        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-        stream = rate(n, med(streams))
-        note = (f"streaming {stream:,.0f} ev/s = {stream / raw_stream:.2f}x raw streaming; "
-                f"in process() {med(busy):.2f}s of {med(walls):.2f}s wall")
+        stream = rate(n, _median(streams))
+        note = (f"streaming {stream:,.0f} ev/s = {stream / base_stream:.2f}x {base_label} streaming; "
+                f"in process() {_median(busy):.2f}s of {_median(walls):.2f}s wall")
         return make_row(SECTION, label, [rate(n, w) for w in walls], "events/s", note)
 
     acc = stage_rows(f"{tag} detect --stage account (stop-at-end)", seq, ("account",))
@@ -440,21 +585,26 @@ def _rows_for(P: int, n: int, raw: dict[str, list[dict[str, float]]], seq: list[
     if expected_flags is not None:
         whole["note"] += " = replay ✓" if flags == [expected_flags] else f" ≠ replay {expected_flags} ✗"
         whole["flags_match_replay"] = flags == [expected_flags]
-    for r in (acc, whole):
-        set_ratio(r, base, "raw")
-        rows.append(r)
+    whole["note"] += _cpu_note(seq, n)
+    set_ratio(whole, base, base_label)
+    if quix_row is not None:
+        set_ratio(acc, quix_row, "Quix peer")
+        acc["note"] += f"; {acc['median'] / base['median']:.2f}x {base_label}"
+    else:
+        set_ratio(acc, base, base_label)
+    rows += [acc, whole]
     if thr:
         walls = [res["wall_s"] for res in thr]
         busy = [sum(s["process_busy_s"] for s in res["stages"]) for res in thr]
         tflags = sorted({res["flags"] for res in thr})
-        note = (f"in process() {sorted(busy)[len(busy) // 2]:.2f}s (3 threads); flags "
-                f"{'/'.join(map(str, tflags))}")
-        if any(res["timed_out"] for res in thr):
-            note += "; TIMED OUT"
+        note = f"in process() {_median(busy):.2f}s (3 threads); flags {'/'.join(map(str, tflags))}"
         if expected_flags is not None:
             note += " = replay ✓" if tflags == [expected_flags] else f" ≠ replay {expected_flags} ✗"
+        if any(res["timed_out"] for res in thr):
+            note += "; TIMED OUT"
+        note += _cpu_note(thr, n)
         row = make_row(SECTION, f"{tag} detect (threads, run_all) until caught up", [rate(n, w) for w in walls],
                        "events/s", note)
-        set_ratio(row, base, "raw")
+        set_ratio(row, base, base_label)
         rows.append(row)
     return rows

@@ -5,12 +5,17 @@
     python bench/run.py --events 50000 --repeat 5 --json out.json
     python bench/run.py --only validation,core --profile
     python bench/run.py --partitions 1,3     # Kafka part on 1 and on 3 partitions
+    python bench/run.py --only latency --latency-rate 5000 --latency-seconds 30
+    python bench/run.py --only restore --restore-accounts 200000
 
 Sections: ``validation`` (µs/event per way of validating a RequestEvent), ``core`` (pure
 pipeline and per-stage events/s, internal messages per event), ``replay`` (``distillwatch replay
---input`` end to end, start-up apart) and ``kafka`` (real broker: produce, raw consume ceiling,
-``detect``). All numbers of one table are measured in the same run; the machine is shared and
-noisy, so compare ratios within a run rather than absolute numbers across runs.
+--input`` end to end, start-up apart), ``kafka`` (real broker: produce, the consume ceiling, a
+Quix Streams peer, ``detect``), ``latency`` (real broker: request produced → flag visible under
+paced load, ``detect`` live) and ``restore`` (the account stage's state: changelog bytes and
+memory per account, restoring 1M accounts from a changelog topic). All numbers of one table are
+measured in the same run; the machine is shared and noisy, so compare ratios within a run rather
+than absolute numbers across runs.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import orjson  # noqa: E402
 
 from bench import common  # noqa: E402
 
-SECTIONS = ("validation", "core", "replay", "kafka")
+SECTIONS = ("validation", "core", "replay", "kafka", "latency", "restore")
 QUICK_EVENTS = 30_000
 
 
@@ -56,6 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", default="1", help="Kafka: comma-separated partition counts, e.g. 1,3")
     p.add_argument("--threaded", action=argparse.BooleanOptionalAction, default=None,
                    help="Kafka: also run detect with the stages in threads (default on, off with --quick)")
+    p.add_argument("--compare-commit-ms", default="",
+                   help="Kafka: also run detect with these commit_interval_ms (comma-separated), "
+                        "as ratios to the default's")
+    p.add_argument("--quix", action=argparse.BooleanOptionalAction, default=True,
+                   help="Kafka: also run the Quix Streams peer (needs the bench extra; default on)")
+    p.add_argument("--latency-rate", type=float,
+                   help="latency: events/s produced (default 2000; see bench/README.md)")
+    p.add_argument("--latency-seconds", type=float,
+                   help="latency: seconds of paced load per run (default 60; quick 10)")
+    p.add_argument("--latency-compare-ms", default="1000",
+                   help="latency: also run detect with these commit_interval_ms (comma-separated; "
+                        "'' for none); default 1000, the default before issue #13")
+    p.add_argument("--latency-repeat", type=int,
+                   help="latency: rounds of (defaults, compared settings), alternating (default 2; quick 1)")
+    p.add_argument("--restore-accounts", type=int,
+                   help="restore: accounts in the changelog (default 1000000; quick 50000)")
+    p.add_argument("--restore-chunk", type=int, default=50_000,
+                   help="restore: accounts per processor when restoring (default 50000)")
     p.add_argument("--profile", nargs="?", const=100_000, type=int, metavar="N",
                    help="also cProfile LocalPipeline over the first N events (default 100000)")
     p.add_argument("--profile-top", type=int, default=15)
@@ -78,7 +101,7 @@ def log(msg: str) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the selected sections; returns the whole result (what ``--json`` writes)."""
     sections = selected(args)
-    if "kafka" in sections:
+    if {"kafka", "latency", "restore"} & set(sections):
         from consumers import logs
 
         logs.configure("WARNING")  # the Kafka runners log every checkpoint at INFO
@@ -151,7 +174,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             log(f"kafka: partitions {partitions}, {args.repeat} repeats, threaded={threaded} ...")
             attempt("kafka", lambda: kafka.run(ds, args.repeat, partitions, args.bootstrap_servers,
-                                               threaded=threaded, expected_flags=expected_flags,
+                                               threaded=threaded, quix_peer=args.quix,
+                                               compare_commit_ms=[int(x) for x in
+                                                                  args.compare_commit_ms.split(",") if x.strip()],
+                                               expected_flags=expected_flags, log=log))
+    if "latency" in sections:
+        from bench import kafka, latency
+
+        rate = args.latency_rate or 2_000.0
+        seconds = args.latency_seconds or (10.0 if args.quick else 60.0)
+        n_lat = int(rate * seconds)
+        try:
+            kafka.check_broker(args.bootstrap_servers)
+        except kafka.BrokerUnavailable as exc:
+            log(f"latency: skipped: {exc} (start it with: bash deploy/kafka/broker.sh start)")
+            result["skipped"]["latency"] = str(exc)
+        else:
+            ds_lat = ds_all if len(ds_all) >= n_lat else common.load_dataset(args.scenario, args.seed, n_lat)
+            if len(ds_lat) < n_lat:
+                log(f"latency: {args.scenario} has {len(ds_lat):,} events: {len(ds_lat) / rate:.0f}s at "
+                    f"{rate:,.0f}/s (use --scenario week for more)")
+            ds_lat = common.Dataset(ds_lat.scenario, ds_lat.seed, ds_lat.raw[:n_lat], ds_lat.keys[:n_lat],
+                                    ds_lat.ts[:n_lat], ds_lat.gen_seconds)
+            variants: list[tuple[str, dict[str, str]]] = [("defaults", {})]
+            variants += [(f"commit{c.strip()}", {"DISTILLWATCH_COMMIT_INTERVAL_MS": c.strip()})
+                         for c in args.latency_compare_ms.split(",") if c.strip()]
+            rounds = args.latency_repeat or (1 if args.quick else 2)
+            log(f"latency: {len(ds_lat):,} events at {rate:,.0f}/s, variants "
+                f"{[v[0] for v in variants]}, {rounds} round(s) ...")
+            attempt("latency", lambda: latency.run(ds_lat, args.bootstrap_servers, rate,
+                                                   variants=variants, repeat=rounds, log=log))
+    if "restore" in sections:
+        from bench import kafka, restore
+
+        n_acc = args.restore_accounts or (50_000 if args.quick else 1_000_000)
+        try:
+            kafka.check_broker(args.bootstrap_servers)
+            with_broker = True
+        except kafka.BrokerUnavailable as exc:
+            log(f"restore: no broker ({exc}): state sizes and in-memory restore only")
+            result["skipped"]["restore (changelog topic)"] = str(exc)
+            with_broker = False
+        log(f"restore: {n_acc:,} accounts cloned from the states after {len(ds):,} events ...")
+        attempt("restore", lambda: restore.run(ds, args.bootstrap_servers, n_acc,
+                                               min(args.restore_chunk, n_acc), broker=with_broker,
                                                log=log))
     if args.profile:
         from bench import core
@@ -190,7 +256,19 @@ def report(result: dict[str, Any]) -> str:
                             f"{s['checkpoints']} ckpt)"
                             for s in res["stages"])
                         parts.append(f"kafka P={run_['partitions']} {label} #{i + 1}: {st}")
+            parts.append(f"kafka Quix Streams peer: {sec['info']['quix']}")
             parts.append(f"kafka cleanup: {sec['info']['cleanup']}")
+        if sec["section"] == "latency":
+            i = sec["info"]
+            parts.append(f"latency: {i['events']:,} events at {i['rate']:,.0f}/s, {i['repeat']} round(s); "
+                         "trigger = first request with ts_ms >= the flag's decided_at_ms; "
+                         f"cleanup {i['cleanup']}")
+        if sec["section"] == "restore":
+            i = sec["info"]
+            parts.append(f"restore: {i['templates']:,} template accounts (states after {i['events']:,} "
+                         f"events) cloned to {i['accounts']:,}; a new processor (its behaviour model) "
+                         f"{i['empty_processor_bytes'] / 1e3:,.0f} KB"
+                         + (f"; cleanup {i['cleanup']}" if "cleanup" in i else ""))
     if "profile" in result:
         parts += ["", result["profile"]["text"]]
     return "\n".join(parts)

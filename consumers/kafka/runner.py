@@ -17,7 +17,8 @@ Delivery guarantee (for enforcement teams and other subscribers)
   are never delivered. Within one key (one output partition) records appear in the order the
   stage emitted them.
 * **Latency.** Outputs become visible at the next checkpoint, i.e. up to ``commit_interval_ms``
-  (default 1 s) plus the commit round trip after the input arrived.
+  (default 100 ms, as Kafka Streams under exactly-once) plus the commit round trip after the
+  input arrived; a flag crosses three stages (``bench/latency.py`` measures it end to end).
 * **Crashes, restarts, rebalances, broker restarts.** If a runner dies (SIGKILL, OOM, node loss)
   its open transaction is aborted (when the same ``instance_id`` restarts, at once; otherwise when
   the broker's transaction timeout expires, ``transaction_timeout_ms``, default 60 s). The new

@@ -190,21 +190,156 @@ def _stage(name: str, wall: float) -> dict:
 def test_kafka_rows_from_results() -> None:
     raw = {"nothing": [{"seconds": 1.0, "streaming_seconds": 0.5}],
            "orjson.loads": [{"seconds": 2.0, "streaming_seconds": 1.5}],
-           "parse_event": [{"seconds": 4.0, "streaming_seconds": 3.5}]}
-    seq = [{"stages": [_stage("account", 5.0), _stage("campaign", 3.0), _stage("policy", 2.0)], "flags": 7}]
+           "parse_event": [{"seconds": 4.0, "streaming_seconds": 3.5}],
+           "detect": [{"seconds": 1.25, "streaming_seconds": 1.0}]}
+    seq = [{"stages": [_stage("account", 5.0), _stage("campaign", 3.0), _stage("policy", 2.0)], "flags": 7,
+            "cpu_s": 2.0}]
     thr = [{"stages": [_stage(s, 6.0) for s in bench_kafka.STAGES], "wall_s": 6.0, "flags": 7,
             "timed_out": False}]
-    rows = {r["case"]: r for r in bench_kafka._rows_for(1, 1000, raw, seq, thr, expected_flags=7)}
-    assert rows["P=1 raw consume, does nothing"]["median"] == 1000
-    assert rows["P=1 raw consume, parse_event of each value"]["ratio"] == pytest.approx(0.25)
+    peer = [{"seconds": 10.0, "streaming_seconds": 8.0}]
+    rows = {r["case"]: r for r in bench_kafka._rows_for(1, 1000, raw, seq, thr, 7, peer, 5000)}
+    ceiling = "P=1 consume ceiling (batch 10k, large fetches)"
+    assert rows[f"{ceiling}, does nothing"]["median"] == 1000
+    assert rows[f"{ceiling}, + parse_event of each value"]["ratio"] == pytest.approx(0.25)
+    assert rows["P=1 consume as detect's runners (batch 5,000, default fetches), does nothing"]["ratio"] == \
+        pytest.approx(0.8)
+    quix = rows["P=1 Quix Streams peer: at-least-once, per-account 1 h tumbling count/sum/max"]
+    assert quix["median"] == pytest.approx(100) and quix["ratio"] == pytest.approx(0.2)  # ÷ 500 ev/s
     acc = rows["P=1 detect --stage account (stop-at-end)"]
     whole = rows["P=1 detect --stop-at-end, 3 stages in turn"]
-    assert acc["median"] == pytest.approx(200) and acc["ratio"] == pytest.approx(0.2)
-    assert whole["median"] == pytest.approx(100) and whole["flags_match_replay"] is True
-    assert rows["P=1 detect (threads, run_all) until caught up"]["median"] == pytest.approx(1000 / 6)
+    # the account stage against the Quix peer; every other detect row against consume + orjson
+    assert acc["median"] == pytest.approx(200) and acc["ratio"] == pytest.approx(2.0)
+    assert acc["ratio_to"] == "Quix peer" and "0.40x consume+orjson" in acc["note"]
+    assert whole["median"] == pytest.approx(100) and whole["ratio"] == pytest.approx(0.2)
+    assert whole["ratio_to"] == "consume+orjson" and whole["flags_match_replay"] is True
+    assert whole["note"].endswith("= replay ✓; CPU 2000 µs/event")
+    threads = rows["P=1 detect (threads, run_all) until caught up"]
+    assert threads["median"] == pytest.approx(1000 / 6) and threads["ratio"] == pytest.approx(1 / 3)
     bad = {r["case"]: r for r in bench_kafka._rows_for(1, 1000, raw, seq, [], expected_flags=8)}
     assert bad["P=1 detect --stop-at-end, 3 stages in turn"]["flags_match_replay"] is False
     assert "P=1 detect (threads, run_all) until caught up" not in bad
+    # without the peer the account stage is compared with the ceiling too
+    assert bad["P=1 detect --stage account (stop-at-end)"]["ratio"] == pytest.approx(0.4)
+    assert not any("Quix" in case for case in bad)
+    # detect at another commit interval: a ratio to the default's row of the same kind
+    alt = {250: {"seq": [{"stages": [_stage("account", 2.5), _stage("campaign", 1.5), _stage("policy", 1.0)],
+                          "flags": 7}], "thr": []}}
+    (crow,) = bench_kafka._commit_rows(1, 1000, list(rows.values()), 100, alt, 7)
+    assert crow["case"] == "P=1 detect --stop-at-end, 3 stages in turn, commit_interval_ms=250"
+    assert crow["median"] == pytest.approx(200) and crow["ratio"] == pytest.approx(2.0)
+    assert crow["ratio_to"] == "commit 100 ms" and "= replay ✓" in crow["note"]
+
+
+def test_ceiling_uses_large_fetches() -> None:
+    c = bench_kafka.CEILING_CONSUMER
+    assert c["fetch.max.bytes"] > 50 * 1024 * 1024 and c["max.partition.fetch.bytes"] > 1024 * 1024
+    assert c["queued.max.messages.kbytes"] > 65536 and bench_kafka.CEILING_BATCH == 10_000
+
+
+def test_quix_peer_is_optional(monkeypatch) -> None:
+    from bench import quix
+
+    monkeypatch.setitem(sys.modules, "quixstreams", None)  # import fails as if not installed
+    assert quix.available() is None
+    assert "pip install -e '.[bench]'" in quix.REQUIREMENT
+
+
+def test_latency_percentiles_and_matching() -> None:
+    from bench import latency
+
+    xs = [float(i) for i in range(1, 101)]
+    assert latency.percentile(xs, 0.5) == 50 and latency.percentile(xs, 0.99) == 99
+    assert latency.percentile(xs, 1.0) == 100 and latency.percentile([3.0], 0.99) == 3.0
+    with pytest.raises(ValueError):
+        latency.percentile([], 0.5)
+    # requests in stream order: (ts_ms, account, produced at wall time)
+    ts = [1000, 2000, 3000, 4000, 5000]
+    accounts = ["a", "b", "a", "b", "a"]
+    produced = [10.0, 11.0, 12.0, 13.0, 14.0]
+
+    def flag(account: str, decided: int) -> bytes:
+        return orjson.dumps({"account_id": account, "decided_at_ms": decided})
+
+    flags = [(12.5, flag("a", 3000)),   # decided on a's own request: trigger = account's latest
+             (14.0, flag("a", 3500)),   # between requests: trigger = 4000 (b's), a's latest = 3000
+             (20.0, flag("b", 9000)),   # after every produced request: unmatched
+             (13.0, flag("c", 1000))]   # an account that sent nothing: unmatched
+    lat = latency.latencies(flags, ts, accounts, produced)
+    assert lat["pipeline"] == [pytest.approx(0.5), pytest.approx(1.0)]
+    assert lat["account"] == [pytest.approx(0.5), pytest.approx(2.0)]
+    assert lat["unmatched"] == 2
+    # only the requests actually produced count (a producer that stopped early)
+    assert latency.latencies([(12.5, flag("a", 3000))], ts, accounts, produced[:2])["unmatched"] == 1
+    s = latency.summary([0.1, 0.2, 0.3, 5.0])
+    assert (s["p50"], s["p99"], s["max"], s["n"]) == (0.2, 5.0, 5.0, 4)
+
+
+def test_latency_metrics_and_rows() -> None:
+    from bench import latency
+
+    text = (b'# HELP distillwatch_records_in_total Input records processed\n'
+            b'distillwatch_records_in_total{stage="account"} 100.0\n'
+            b'distillwatch_records_in_total{stage="campaign"} 40.0\n'
+            b'distillwatch_records_in_total{stage="policy"} 9.0\n'
+            b'distillwatch_records_out_total{stage="account",topic="observations"} 40.0\n'
+            b'distillwatch_records_out_total{stage="account",topic="dlq"} 2.0\n'
+            b'distillwatch_records_out_total{stage="campaign",topic="verdicts"} 10.0\n')
+    m = latency.parse_metrics(text)
+    assert m["in:account"] == 100 and m["out:account:observations"] == 40
+    assert not latency.caught_up(m, 100)           # the policy stage has 1 verdict to go
+    assert latency.caught_up({**m, "in:policy": 10.0}, 100)
+    assert not latency.caught_up({**m, "in:policy": 10.0}, 101)
+
+    def res(p50: float, p99: float, rnd: int) -> dict:
+        s = {"p50": p50, "p90": p99, "p99": p99, "max": p99, "n": 5}
+        return {"variant": "defaults", "commit_interval_ms": 100, "round": rnd, "flags": 5,
+                "pipeline": s, "account": s, "max_backlog_events": 50.0, "drain_s": 0.5,
+                "achieved_rate": 1000.0, "cpu_us_per_event": 100.0 + rnd}
+
+    rows = {r["case"]: r for r in latency.rows_for([res(0.4, 1.5, 0), res(0.6, 2.5, 1)])}
+    p99 = rows["defaults (commit 100 ms): trigger request produced → flag visible, p99"]
+    assert p99["samples"] == [1.5, 2.5] and p99["median"] == 2.0 and p99["unit"] == "s"
+    assert "backlog max 50 events (0.1s)" in p99["note"]
+    assert rows["defaults (commit 100 ms): detect CPU per event"]["median"] == pytest.approx(100.5)
+    assert latency.rows_for([]) == []
+
+
+def test_restore_section_without_broker(ds: common.Dataset) -> None:
+    from bench import restore
+
+    sec = restore.run(common.Dataset(ds.scenario, ds.seed, ds.raw[:600], ds.keys[:600], ds.ts[:600], 0.0),
+                      accounts=2500, chunk=1000, broker=False)
+    rows = {r["case"]: r for r in check_rows(sec, "restore", 1)}
+    info = sec["info"]
+    assert info["restore"]["accounts"] == 2500 and info["restore"]["chunks"] == 3
+    assert 0 < info["templates"] <= len(set(ds.keys[:600]))
+    assert rows["changelog bytes per account (key + value)"]["median"] == pytest.approx(info["bytes_per_account"])
+    assert rows["memory per restored account (tracemalloc)"]["median"] > 100
+    assert rows["memory per active account (tracemalloc, after processing)"]["median"] > 100
+    restore_row = "AccountProcessor.restore of 1M accounts (measured on 2,500, scaled ×400)"
+    assert rows[restore_row]["median"] == pytest.approx(info["restore"]["seconds"] * 400)
+    assert not any("changelog read" in case for case in rows)  # no broker, no topic
+
+
+def test_restore_clones_are_distinct_accounts(ds: common.Dataset) -> None:
+    from bench import restore
+    from consumers.core.account_stage import AccountProcessor
+    from consumers.core.config import DetectorConfig
+
+    t = restore.templates(common.Dataset(ds.scenario, ds.seed, ds.raw[:300], ds.keys[:300], ds.ts[:300], 0.0))
+    template = next(iter(t.accounts))
+    ids = {restore.clone_id(template, i) for i in range(5000)}
+    assert len(ids) == 5000 and {len(i) for i in ids} == {len(template)}
+    entries = dict(restore.cloned_entries(t, 700))
+    assert len({k for k in entries}) == 700 * len(t.accounts[template])
+    assert not any(template in k for k in list(entries)[len(t.accounts):])  # ids replaced
+    proc = AccountProcessor(DetectorConfig(), 0)
+    proc.restore(list(entries.items()) + [(k, v) for k, v in t.other])
+    assert proc.state_size()["accounts"] == 700
+    # chunks hold whole accounts and the stage's other entries
+    parts = list(restore.account_chunks(entries | dict(t.other), t, 300))
+    assert [n for _, n in parts] == [300, 300, 100]
+    assert all(len(p) == n * len(t.accounts[template]) + len(t.other) for p, n in parts)
 
 
 def test_sections_selection() -> None:
