@@ -49,7 +49,10 @@ LINK_REASONS = {
     "pay": ("SHARED_PAYMENT", "payment instrument shared with {v} unrelated accounts or organisations"),
     "ua": ("SHARED_CLIENT", "client string shared with {v} unrelated accounts or organisations"),
     "wave": ("CREATION_WAVE", "created in a wave of {v} accounts with the same client"),
+    "tim": ("SYNCHRONIZED_TIMING", "active in the same hours as unrelated accounts: {v} time-slot fingerprints in common"),
 }
+#: kinds whose verdict value is a number of shared keys (summed across partitions), not a span
+SUMMED_KINDS = ("para", "tim")
 BEH_DETAILS = {
     "FRESH_ACCOUNT": "first request {v} days after the account was created",
     "CAPABILITY_CONCENTRATION": "{p} of requests target coding, agentic, reasoning or math",
@@ -87,7 +90,7 @@ def combine(by_source: dict[str, Link]) -> Evidence:
     prefixes = 0
     for v in by_source.values():
         for k, c in v.kinds.items():
-            if k == "para":
+            if k in SUMMED_KINDS:
                 kinds[k] = kinds.get(k, 0) + c
             elif c > kinds.get(k, 0):
                 kinds[k] = c
@@ -240,6 +243,12 @@ class PolicyProcessor:
         broad = content and d >= cfg.content_broad_requests
         strong = ev.campaign_strong >= cfg.campaign_strong_members
         infra = kinds.get("pay", 0) >= cfg.shared_card_units or ev.shared_prefixes >= cfg.proxy_pool_prefixes
+        # synchronised timing (many time-slot keys shared with unrelated accounts) never enforces
+        # nor reviews alone: honest cohorts keep the same hours too, and their members share a
+        # few starter prompts with an extraction lean now and then (measured: as support of a
+        # little content it enforced cohort members). It stands in for the extraction profile
+        # next to a library broader than any cohort member's shared prompts.
+        timing = kinds.get("tim", 0) >= cfg.timing_min_links
         if infra and d >= 1 and share_ok:
             content = True  # a card or proxy pool shared with unrelated accounts that also share a prompt
         fresh = "FRESH_ACCOUNT" in codes
@@ -247,9 +256,10 @@ class PolicyProcessor:
         if cid is not None and (size or 0) >= cfg.campaign_min_size:
             if content and ((infra and extraction >= cfg.extraction_support)
                             or ((broad or strong) and extraction >= cfg.extraction_broad)
+                            or (timing and d >= cfg.timing_broad_requests)
                             or d >= cfg.content_very_broad_requests):
                 return ("suspend" if score >= cfg.suspend_score else "throttle"), enforce
-            if ((content and (infra or broad or strong))
+            if ((content and (infra or broad or strong or timing))
                     or (infra and extraction >= cfg.extraction_support
                         and len(ASSET_KINDS.intersection(kinds)) >= 2)):
                 # coordinated, but short of enforcement: a person looks (infrastructure alone
@@ -283,6 +293,8 @@ class PolicyProcessor:
         kinds, cid, size = ev.kinds, ev.campaign_id, ev.campaign_size
         if kinds.get("para", 0) < self.cfg.para_min_links:
             kinds.pop("para", None)  # one or two 24-bit keys in common can be chance
+        if kinds.get("tim", 0) < self.cfg.timing_min_links:
+            kinds.pop("tim", None)   # one timing band in common can be chance
         action, score = self.judge(ev, kinds, s.beh, s.extraction, max(s.requests, ev.requests),
                                    {r[0] for r in s.reasons})
         if action is None:
