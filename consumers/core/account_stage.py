@@ -171,7 +171,8 @@ class AccountProcessor:
         self._tail = b""
         self.timing = SlotSketch(cfg.timing_slot_ms, cfg.timing_window_slots, cfg.timing_epoch_ms,
                                  cfg.timing_bands, cfg.timing_rows, cfg.timing_min_slots,
-                                 cfg.timing_max_density, cfg.seed)
+                                 cfg.timing_max_density, cfg.seed, cfg.timing_max_chance,
+                                 cfg.timing_prior_accounts)
         self.timing_epoch = 0             # end of the last epoch whose timing keys were announced
         self.counters = {"events": 0, "invalid": 0, "duplicates": 0, "evicted_ttl": 0,
                          "evicted_cap": 0, "fingerprint_cap": 0, "ts_out_of_range": 0,
@@ -393,10 +394,12 @@ class AccountProcessor:
         self.timing_epoch = end
         since = end - epoch
         # (a frozen account, kept as bytes, has been idle for a day: not active in the epoch)
-        for acct in sorted(a for a, st in self.accounts.items() if type(st) is AccountState and st.last >= since):
+        active = sorted((a, st.slots, st.first) for a, st in self.accounts.items()
+                        if type(st) is AccountState and st.last >= since)
+        for acct, keys in self.timing.epoch_keys(active, end):
             st = self.accounts[acct]
             self._card = st.lpay
-            for k in self.timing.keys(st.slots, end, st.first):
+            for k in keys:
                 self._announce(out, st, acct, k, end, prompt=True)
 
     def _send_behaviour(self, out: list[Record], acct: str, st: AccountState, score: float,

@@ -255,6 +255,7 @@ class PolicyProcessor:
         enforce = max(score, cfg.throttle_score)
         if cid is not None and (size or 0) >= cfg.campaign_min_size:
             if content and ((infra and extraction >= cfg.extraction_support)
+                            or (timing and extraction >= cfg.timing_support_extraction)
                             or ((broad or strong) and extraction >= cfg.extraction_broad)
                             or (timing and d >= cfg.timing_broad_requests)
                             or d >= cfg.content_very_broad_requests):

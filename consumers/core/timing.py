@@ -26,7 +26,7 @@ campaign stage's per-key business (``link_min_units`` / ``hot_units`` of kind ``
 >>> sk = SlotSketch(slot_ms=3_600_000, window_slots=24, epoch_ms=6 * 3_600_000, bands=4, rows=2,
 ...                 min_slots=3, max_density=0.5, seed=7)
 >>> sk
-SlotSketch(slot_ms=3600000, window_slots=24, epoch_ms=21600000, bands=4, rows=2, min_slots=3, max_density=0.5, seed=7)
+SlotSketch(slot_ms=3600000, window_slots=24, epoch_ms=21600000, bands=4, rows=2, min_slots=3, max_density=0.5, seed=7, max_chance=1.0, prior_accounts=20.0)
 >>> H = 3_600_000
 >>> a = b = None
 >>> for h in (1, 5, 9, 13):                  # two accounts active in the same four hours
@@ -90,10 +90,17 @@ class SlotSketch:
         alike).
     seed
         Seeds the permutations (the same on every partition: keys must meet).
+    max_chance
+        :meth:`epoch_keys` keeps a band key only when an account drawn from the epoch's population
+        would get it with at most this probability (busy slots make busy keys).
+    prior_accounts
+        Pseudo-accounts of average occupancy added to each slot's count when :meth:`epoch_keys`
+        estimates slot occupancy (a small population does not make a slot look empty).
     """
 
     def __init__(self, slot_ms: int, window_slots: int, epoch_ms: int, bands: int, rows: int,
-                 min_slots: int, max_density: float, seed: int):
+                 min_slots: int, max_density: float, seed: int, max_chance: float = 1.0,
+                 prior_accounts: float = 20.0):
         if window_slots > 4096 or window_slots < 1:
             raise ValueError("window_slots must be in 1..4096")
         self.slot_ms = slot_ms
@@ -104,6 +111,8 @@ class SlotSketch:
         self.min_slots = min_slots
         self.max_density = max_density
         self.seed = seed
+        self.max_chance = max_chance
+        self.prior_accounts = prior_accounts
         rng = random.Random(seed)
         positions = list(range(window_slots))
         # one random permutation of the window's positions per MinHash function; the minimum of a
@@ -113,13 +122,23 @@ class SlotSketch:
             order = positions[:]
             rng.shuffle(order)
             self._orders.append(order)
+        # per MinHash function, per position: the positions before it in the order (a set whose
+        # minimum is that position has none of them)
+        self._before: list[dict[int, int]] = []
+        for order in self._orders:
+            before, mask = {}, 0
+            for p in order:
+                before[p] = mask
+                mask |= 1 << p
+            self._before.append(before)
         self._full = (1 << window_slots) - 1
         self._width = 1 if window_slots <= 16 else 2 if window_slots <= 256 else 3
 
     def __repr__(self) -> str:
         return (f"SlotSketch(slot_ms={self.slot_ms}, window_slots={self.window_slots}, "
                 f"epoch_ms={self.epoch_ms}, bands={self.bands}, rows={self.rows}, "
-                f"min_slots={self.min_slots}, max_density={self.max_density}, seed={self.seed})")
+                f"min_slots={self.min_slots}, max_density={self.max_density}, seed={self.seed}, "
+                f"max_chance={self.max_chance}, prior_accounts={self.prior_accounts})")
 
     def mark(self, win: SlotWindow | None, ts_ms: int) -> SlotWindow:
         """The window with the slot of ``ts_ms`` marked active.
@@ -160,31 +179,108 @@ class SlotSketch:
         """Active slots in the window ending at ``end_ms``."""
         return self._bits_until(win, end_ms).bit_count()
 
-    def keys(self, win: SlotWindow | None, end_ms: int, since_ms: int | None = None) -> list[str]:
-        """The band keys of the account's active slots in the window ending at ``end_ms``
-        (empty under ``min_slots`` or over ``max_density``). ``since_ms``, the account's first
-        request, makes the density relative to the part of the window the account existed in
-        (a 24/7 client that started an hour ago is dense already)."""
+    def eligible(self, win: SlotWindow | None, end_ms: int, since_ms: int | None = None) -> int:
+        """The account's bitmap of the window ending at ``end_ms``, or 0 when it gets no key:
+        under ``min_slots`` or over ``max_density``. ``since_ms``, the account's first request,
+        makes the density relative to the part of the window the account existed in (a 24/7
+        client that started an hour ago is dense already)."""
         bits = self._bits_until(win, end_ms)
         n = bits.bit_count()
         span = self.window_slots
         if since_ms is not None:
             span = max(1, min(span, end_ms // self.slot_ms - since_ms // self.slot_ms))
         if n < self.min_slots or n > self.max_density * span:
-            return []
-        epoch = end_ms // self.epoch_ms
-        rows = self.rows
-        w = self._width
+            return 0
+        return bits
+
+    def _minima(self, bits: int) -> list[int]:
+        """The MinHash minimum (a window position) of the set under each permutation."""
         out = []
-        orders = self._orders
-        for b in range(self.bands):
-            mins = []
-            for order in orders[b * rows:(b + 1) * rows]:
-                for p in order:
-                    if bits >> p & 1:
-                        mins.append(f"{p:0{w}x}")
-                        break
-            out.append(f"tim:{epoch}.{b}." + "".join(mins))
+        for order in self._orders:
+            for p in order:
+                if bits >> p & 1:
+                    out.append(p)
+                    break
+        return out
+
+    def _key(self, epoch: int, band: int, minima: list[int]) -> str:
+        w = self._width
+        return f"tim:{epoch}.{band}." + "".join(f"{p:0{w}x}" for p in minima)
+
+    def keys(self, win: SlotWindow | None, end_ms: int, since_ms: int | None = None) -> list[str]:
+        """Every band key of one account's window ending at ``end_ms`` (see :meth:`eligible`),
+        busy or not: :meth:`epoch_keys` is what the account stage announces."""
+        bits = self.eligible(win, end_ms, since_ms)
+        if not bits:
+            return []
+        mins = self._minima(bits)
+        r = self.rows
+        epoch = end_ms // self.epoch_ms
+        return [self._key(epoch, b, mins[b * r:(b + 1) * r]) for b in range(self.bands)]
+
+    def occupancy(self, bitmaps: list[int]) -> list[float]:
+        """Per window position, the share of the population's (eligible) accounts active in it,
+        pulled towards the average by ``prior_accounts`` pseudo-accounts.
+
+        >>> sk = SlotSketch(1, 4, 1, 1, 1, 1, 1.0, 0, prior_accounts=0)
+        >>> sk.occupancy([0b0011, 0b0001])
+        [1.0, 0.5, 0.0, 0.0]
+        """
+        n = len(bitmaps)
+        counts = [0] * self.window_slots
+        for bits in bitmaps:
+            while bits:
+                low = bits & -bits
+                counts[low.bit_length() - 1] += 1
+                bits ^= low
+        mean = sum(counts) / (n * self.window_slots) if n else 0.0
+        a = self.prior_accounts
+        return [(c + a * mean) / (n + a) if n + a else 0.0 for c in counts]
+
+    def chance(self, band: int, minima: list[int], occupancy: list[float]) -> float:
+        """P(an account of the population gets this band key), its slots independent with the
+        given occupancies: active in each minimum, idle in every position a permutation puts
+        before its minimum.
+
+        >>> sk = SlotSketch(1, 4, 1, 1, 1, 1, 1.0, 0)
+        >>> sk._orders[0], round(sk.chance(0, [3], [0.5, 0.5, 0.5, 0.1]), 4)   # 2, 0, 1 idle, 3 active
+        ([2, 0, 1, 3], 0.0125)
+        """
+        need = empty = 0
+        for j, p in zip(range(band * self.rows, (band + 1) * self.rows), minima, strict=True):
+            need |= 1 << p
+            empty |= self._before[j][p]
+        if need & empty:
+            return 0.0
+        pr = 1.0
+        for p, o in enumerate(occupancy):
+            if need >> p & 1:
+                pr *= o
+            elif empty >> p & 1:
+                pr *= 1.0 - o
+        return pr
+
+    def epoch_keys(self, windows: list[tuple[str, SlotWindow | None, int | None]], end_ms: int
+                   ) -> list[tuple[str, list[str]]]:
+        """The band keys of a population's windows ending at ``end_ms``, each kept only when it is
+        rare by chance (:meth:`chance` at most ``max_chance`` under the occupancy of the eligible
+        windows: a coincidence in busy slots is no news). ``windows``: (account, window, first
+        request) of the accounts active in the epoch; returns (account, keys) for those with a key,
+        in the given order.
+        """
+        eligible = [(a, bits) for a, win, since in windows if (bits := self.eligible(win, end_ms, since))]
+        if not eligible:
+            return []
+        occ = self.occupancy([bits for _, bits in eligible]) if self.max_chance < 1.0 else []
+        epoch = end_ms // self.epoch_ms
+        r = self.rows
+        out = []
+        for acct, bits in eligible:
+            mins = self._minima(bits)
+            keys = [self._key(epoch, b, mins[b * r:(b + 1) * r]) for b in range(self.bands)
+                    if not occ or self.chance(b, mins[b * r:(b + 1) * r], occ) <= self.max_chance]
+            if keys:
+                out.append((acct, keys))
         return out
 
     def chance_share(self, jaccard: float) -> float:
