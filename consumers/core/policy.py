@@ -243,11 +243,10 @@ class PolicyProcessor:
         broad = content and d >= cfg.content_broad_requests
         strong = ev.campaign_strong >= cfg.campaign_strong_members
         infra = kinds.get("pay", 0) >= cfg.shared_card_units or ev.shared_prefixes >= cfg.proxy_pool_prefixes
-        # synchronised timing (many time-slot keys shared with unrelated accounts) never enforces
-        # nor reviews alone: honest cohorts keep the same hours too, and their members share a
-        # few starter prompts with an extraction lean now and then (measured: as support of a
-        # little content it enforced cohort members). It stands in for the extraction profile
-        # next to a library broader than any cohort member's shared prompts.
+        # synchronised timing: time-slot keys, each rare by chance (quiet hours, not busy ones),
+        # shared with unrelated accounts. Like infrastructure it never enforces nor reviews
+        # alone (honest cohorts keep the same hours), and makes a little shared content enough;
+        # being the stronger tie, with a weaker extraction profile (timing_support_extraction)
         timing = kinds.get("tim", 0) >= cfg.timing_min_links
         if infra and d >= 1 and share_ok:
             content = True  # a card or proxy pool shared with unrelated accounts that also share a prompt
@@ -257,7 +256,6 @@ class PolicyProcessor:
             if content and ((infra and extraction >= cfg.extraction_support)
                             or (timing and extraction >= cfg.timing_support_extraction)
                             or ((broad or strong) and extraction >= cfg.extraction_broad)
-                            or (timing and d >= cfg.timing_broad_requests)
                             or d >= cfg.content_very_broad_requests):
                 return ("suspend" if score >= cfg.suspend_score else "throttle"), enforce
             if ((content and (infra or broad or strong or timing))

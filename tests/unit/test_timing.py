@@ -216,15 +216,12 @@ def test_timing_alone_never_flags() -> None:
     assert _judge({"tim": 40, "ip": 30}, 1, 0.9, cid=False) is None
 
 
-def test_timing_with_a_little_content_is_review_not_enforcement() -> None:
-    """Cohorts share a few starter prompts, keep the same hours and sometimes lean towards coding."""
-    assert _judge({"tim": 40, "prompt": 5}, 6, 0.9) == "review"
-    assert _judge({"prompt": 5}, 6, 0.9) is None
-
-
-def test_timing_with_a_library_broader_than_a_cohort_enforces() -> None:
+def test_timing_makes_a_little_content_enough_with_some_profile() -> None:
     cfg = DetectorConfig()
-    d = cfg.timing_broad_requests
-    assert _judge({"tim": 40, "prompt": 5}, d, 0.0) in ("throttle", "suspend")
-    assert _judge({"prompt": 5}, d, 0.0) == "review"                                  # without timing
-    assert _judge({"tim": cfg.timing_min_links - 1, "prompt": 5}, d, 0.0) == "review"  # one band or so: chance
+    enough = cfg.timing_min_links
+    assert _judge({"tim": enough, "prompt": 5}, 6, cfg.timing_support_extraction + 0.05) in ("throttle", "suspend")
+    assert _judge({"prompt": 5}, 6, cfg.timing_support_extraction + 0.05) is None          # without timing
+    assert _judge({"tim": enough - 1, "prompt": 5}, 6, 0.9) is None                      # a few bands: chance
+    assert _judge({"tim": enough, "prompt": 5}, 6, cfg.timing_support_extraction - 0.05) == "review"  # no lean
+    assert _judge({"tim": enough, "prompt": 5}, 1, 0.9) is None                          # one prompt is not content
+    assert _judge({"tim": enough, "prompt": 5}, 6, 0.9, cid=False) is None               # no campaign: never
