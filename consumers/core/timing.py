@@ -45,7 +45,9 @@ SlotSketch(slot_ms=3600000, window_slots=24, epoch_ms=21600000, bands=4, rows=2,
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Sequence
 
 #: an account's slot window: (newest active slot, bitmap; bit k = active in slot newest - k)
 SlotWindow = tuple[int, int]
@@ -237,6 +239,14 @@ class SlotSketch:
         a = self.prior_accounts
         return [(c + a * mean) / (n + a) if n + a else 0.0 for c in counts]
 
+    def _masks(self, band: int, minima: list[int]) -> tuple[int, int]:
+        """The positions a band key needs active (its minima) and idle (before them)."""
+        need = empty = 0
+        for j, p in zip(range(band * self.rows, (band + 1) * self.rows), minima, strict=True):
+            need |= 1 << p
+            empty |= self._before[j][p]
+        return need, empty
+
     def chance(self, band: int, minima: list[int], occupancy: list[float]) -> float:
         """P(an account of the population gets this band key), its slots independent with the
         given occupancies: active in each minimum, idle in every position a permutation puts
@@ -246,21 +256,12 @@ class SlotSketch:
         >>> sk._orders[0], round(sk.chance(0, [3], [0.5, 0.5, 0.5, 0.1]), 4)   # 2, 0, 1 idle, 3 active
         ([2, 0, 1, 3], 0.0125)
         """
-        need = empty = 0
-        for j, p in zip(range(band * self.rows, (band + 1) * self.rows), minima, strict=True):
-            need |= 1 << p
-            empty |= self._before[j][p]
+        need, empty = self._masks(band, minima)
         if need & empty:
             return 0.0
-        pr = 1.0
-        for p, o in enumerate(occupancy):
-            if need >> p & 1:
-                pr *= o
-            elif empty >> p & 1:
-                pr *= 1.0 - o
-        return pr
+        return math.exp(_LogTables(occupancy).log_chance(need, empty))
 
-    def epoch_keys(self, windows: list[tuple[str, SlotWindow | None, int | None]], end_ms: int
+    def epoch_keys(self, windows: Sequence[tuple[str, SlotWindow | None, int | None]], end_ms: int
                    ) -> list[tuple[str, list[str]]]:
         """The band keys of a population's windows ending at ``end_ms``, each kept only when it is
         rare by chance (:meth:`chance` at most ``max_chance`` under the occupancy of the eligible
@@ -271,17 +272,25 @@ class SlotSketch:
         eligible = [(a, bits) for a, win, since in windows if (bits := self.eligible(win, end_ms, since))]
         if not eligible:
             return []
-        occ = self.occupancy([bits for _, bits in eligible]) if self.max_chance < 1.0 else []
+        tables = _LogTables(self.occupancy([bits for _, bits in eligible])) if self.max_chance < 1.0 else None
+        limit = math.log(self.max_chance) if self.max_chance > 0.0 else -math.inf
         epoch = end_ms // self.epoch_ms
         r = self.rows
         out = []
         for acct, bits in eligible:
             mins = self._minima(bits)
-            keys = [self._key(epoch, b, mins[b * r:(b + 1) * r]) for b in range(self.bands)
-                    if not occ or self.chance(b, mins[b * r:(b + 1) * r], occ) <= self.max_chance]
+            keys = []
+            for b in range(self.bands):
+                band = mins[b * r:(b + 1) * r]
+                if tables is not None:
+                    need, empty = self._masks(b, band)
+                    if need & empty or tables.log_chance(need, empty) > limit:
+                        continue
+                keys.append(self._key(epoch, b, band))
             if keys:
                 out.append((acct, keys))
         return out
+
 
     def chance_share(self, jaccard: float) -> float:
         """P(two accounts whose slot sets have this Jaccard similarity share a band key).
@@ -290,3 +299,35 @@ class SlotSketch:
         0.551
         """
         return 1.0 - (1.0 - jaccard ** self.rows) ** self.bands
+
+
+class _LogTables:
+    """Sums of log occupancy (active) and log(1 - occupancy) (idle) over any set of window
+    positions, a byte of the bitmap at a time (one table lookup per byte instead of a loop over
+    the positions: the chance of every key of every account is computed once per epoch)."""
+
+    __slots__ = ("active", "idle")
+
+    def __init__(self, occupancy: list[float]):
+        def table(logs: list[float]) -> list[list[float]]:
+            out = []
+            for i in range(0, len(logs), 8):
+                chunk = logs[i:i + 8]
+                t = [0.0] * 256
+                for v in range(1, 256):
+                    low = (v & -v).bit_length() - 1
+                    t[v] = t[v & (v - 1)] + (chunk[low] if low < len(chunk) else 0.0)
+                out.append(t)
+            return out
+        self.active = table([math.log(o) if o > 0.0 else -1e9 for o in occupancy])
+        self.idle = table([math.log1p(-o) if o < 1.0 else -1e9 for o in occupancy])
+
+    def log_chance(self, need: int, empty: int) -> float:
+        lp = 0.0
+        for t in self.active:
+            lp += t[need & 255]
+            need >>= 8
+        for t in self.idle:
+            lp += t[empty & 255]
+            empty >>= 8
+        return lp
