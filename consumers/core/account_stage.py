@@ -14,6 +14,9 @@ Input: ``requests`` (RequestEvent v1 JSON). For each request it
    account lives on. Each carries the account's request number (for a prompt key announced on
    reuse: the request that first used the prompt) and the request's payment fingerprint.
 
+Once per timing *epoch* (``timing_epoch_ms``) it announces, for every account active in it, the
+time-slot keys of :mod:`consumers.core.timing` that are rare by chance (as fingerprints).
+
 Once per event-time *tick* (``tick_ms``) it scores every account that was active since the last
 tick with the :class:`~consumers.core.models.behaviour.BehaviourModel` and rule evidence, and
 sends the account's behaviour summary downstream (``observations`` keyed by account, relayed by
@@ -21,7 +24,7 @@ the campaign stage to the policy stage) when it changed. Scoring per tick, not p
 model off the hot path and makes results independent of how records are batched.
 
 Changelog keys: ``a:<account>`` (account state), ``__model__`` (the model), ``__meta__``
-(watermark, next tick, first sighting of each model name).
+(watermark, next tick, first sighting of each model name, last timing epoch).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Input: ``observations`` from the account stage. Two kinds of message
 
 * :class:`~consumers.core.messages.FingerprintSeen` — an account shows a
   fingerprint (client prefix ``ip:``, payment ``pay:``, client string ``ua:``, creation wave
-  ``wave:``, prompt LSH key ``p<i>:``, paraphrase key ``q<xyz>:``). Keyed by the fingerprint, so every account that shares it
+  ``wave:``, prompt LSH key ``p<i>:``, paraphrase key ``q<xyz>:``, time-slot key ``tim:``: support
+  only, never a campaign tie). Keyed by the fingerprint, so every account that shares it
   lands here, whichever account partition it came from.
 * :class:`~consumers.core.messages.Behaviour` — a behaviour summary, relayed unchanged to ``verdicts``
   (so the policy stage sees one ordered stream per account; no feedback loop, no race).

@@ -9,9 +9,11 @@ decides (the rules, and why, in ``docs/detection.md`` and the README's *Flag pol
 
 * **shared content** — the account's distinct prompts that unrelated units also send — is what
   enforcement rests on; a *broad* library, a *strong* campaign, or shared infrastructure (a card
-  of ≥ ``shared_card_units`` payers, ≥ ``proxy_pool_prefixes`` shared /24s) together with an
-  extraction profile make less of it enough;
-* infrastructure alone, an established account's own volume and account age alone never enforce;
+  of ≥ ``shared_card_units`` payers, ≥ ``proxy_pool_prefixes`` shared /24s) or synchronised
+  timing (≥ ``timing_min_links`` time-slot keys, rare by chance) together with an extraction
+  profile make less of it enough;
+* infrastructure alone, timing alone, an established account's own volume and account age alone
+  never enforce;
 * the naive scraper (fresh, heavy volume, capability targeting) is throttled on behaviour;
 * **score** = 1 − (1 − campaign evidence)(1 − behaviour evidence), a noisy-OR reported in the
   flag (``campaign_evidence``: 0.55 for a member, +0.1 per extra kind, +0.1 per decade of size);
