@@ -13,6 +13,7 @@ from consumers.core.account_stage import AccountProcessor
 from consumers.core.campaign_stage import CampaignProcessor
 from consumers.core.config import HOUR_MS, DetectorConfig
 from consumers.core.features import AccountState
+from consumers.core.messages import Link
 from consumers.core.policy import PolicyProcessor, combine
 from consumers.core.stage import Record
 from consumers.core.timing import SlotSketch, window_from_json, window_to_json
@@ -196,14 +197,16 @@ def test_timing_keys_never_make_a_campaign_member() -> None:
 
 
 def test_timing_counts_add_up_across_partitions() -> None:
-    e = combine({"0": [{"tim": 2}, None, None], "1": [{"tim": 3, "ip": 4}, None, None]})
+    e = combine({"0": Link("a", None, {"tim": 2}, None, None, 0, 0),
+                 "1": Link("a", None, {"tim": 3, "ip": 4}, None, None, 0, 1)})
     assert e.kinds == {"ip": 4, "tim": 5}
 
 
 def _judge(kinds: dict[str, int], d: int, extraction: float, cid: bool = True) -> str | None:
     cfg = DetectorConfig()
     pp = PolicyProcessor(cfg, "t")
-    ev = combine({"0": [kinds, "cmp-x" if cid else None, 40 if cid else None, list(range(d)), 200, 0, 0]})
+    ev = combine({"0": Link("a", None, kinds, "cmp-x" if cid else None, 40 if cid else None, 0,
+                            shared_requests=list(range(d)), requests=200)})
     k = dict(ev.kinds)
     if k.get("tim", 0) < cfg.timing_min_links:
         k.pop("tim", None)
