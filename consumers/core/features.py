@@ -106,7 +106,7 @@ class AccountState:
         self.para: KeySet | None = None         # paraphrase keys announced (recent ones)
         self.para_day = -1                      # event-time day of the paraphrase-key budget ...
         self.para_left = 0                      # ... and what is left of it
-        self.slots: tuple[int, int] | None = None  # active time slots: timing.SlotWindow
+        self.slots = 0                          # active time slots: a timing.SlotWindow (0: none yet)
 
     @classmethod
     def new(cls, org: str | None, created_ms: int, ts_ms: int) -> AccountState:
@@ -286,8 +286,7 @@ class AccountState:
                        else KeySet.from_keys((_key_int(k) for k in para), MAX_PARA_KEYS))
         if len(v) > 32:
             st.para_day, st.para_left = v[31], v[32]
-        if len(v) > _SLOTS:  # absent in changelogs written before timing
-            st.slots = window_from_json(v[_SLOTS])
+        st.slots = window_from_json(v[_SLOTS] if len(v) > _SLOTS else None)  # absent before timing
         st.ips = dict.fromkeys(ips)
         st.fps = dict.fromkeys(fps)
         # earlier changelogs: event ids as strings, prompt keys as a {name: request} dict

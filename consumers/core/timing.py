@@ -2,10 +2,11 @@
 
 SynchroTrap / CopyCatch look for accounts whose activity falls into the same time slots far more
 often than chance. Here each account keeps a *slot window*: a bitmap of the last ``window_slots``
-slots of ``slot_ms`` of event time in which it sent at least one request (two ints: the newest
-slot and the bitmap; a few dozen bytes). At the end of each *epoch* (``epoch_ms``) the account
-stage asks :meth:`SlotSketch.keys` for the band keys of the account's active slots in the window
-ending there; accounts whose active slots coincide (Jaccard ``J`` of their slot sets) share a
+slots of ``slot_ms`` of event time in which it sent at least one request, packed with the number
+of its newest slot into one int (:data:`SlotWindow`: 36 bytes for a 48-slot window of hours, 23
+bytes of changelog JSON). At the end of each *epoch* (``epoch_ms``) the account stage asks
+:meth:`SlotSketch.epoch_keys` for the band keys of its accounts' active slots in the window ending
+there; accounts whose active slots coincide (Jaccard ``J`` of their slot sets) share a
 band key with probability ``J ** rows`` per band, so the campaign stage, keyed by fingerprint,
 sees them together whichever partition they live on.
 
@@ -19,16 +20,18 @@ no information).
 
 Chance: MinHash with random permutations of the window's positions (seeded), so
 P(two sets share a band) = J ** rows exactly, and P(share any of ``bands``) =
-1 - (1 - J ** rows) ** bands. The module knows nothing of who the accounts are: whether a key's
-accounts are unrelated, and whether a key is busy (many unrelated units by chance), is the
-campaign stage's per-key business (``link_min_units`` / ``hot_units`` of kind ``tim``).
+1 - (1 - J ** rows) ** bands. Busy slots make busy keys (people of one time zone keep the same
+hours), so :meth:`SlotSketch.epoch_keys` keeps a key only when it is *rare by chance* under the
+epoch population's slot occupancy (:meth:`SlotSketch.chance`, at most ``max_chance``). Whether a
+key's accounts are unrelated is the campaign stage's business (``link_min_units`` /
+``hot_units`` of kind ``tim``).
 
 >>> sk = SlotSketch(slot_ms=3_600_000, window_slots=24, epoch_ms=6 * 3_600_000, bands=4, rows=2,
 ...                 min_slots=3, max_density=0.5, seed=7)
 >>> sk
 SlotSketch(slot_ms=3600000, window_slots=24, epoch_ms=21600000, bands=4, rows=2, min_slots=3, max_density=0.5, seed=7, max_chance=1.0, prior_accounts=20.0)
 >>> H = 3_600_000
->>> a = b = None
+>>> a = b = 0                                 # 0: no window yet
 >>> for h in (1, 5, 9, 13):                  # two accounts active in the same four hours
 ...     a = sk.mark(a, h * H + 60_000)
 ...     b = sk.mark(b, h * H + 1_800_000)
@@ -49,27 +52,25 @@ import math
 import random
 from collections.abc import Sequence
 
-#: an account's slot window: (newest active slot, bitmap; bit k = active in slot newest - k)
-SlotWindow = tuple[int, int]
+#: an account's slot window, one int: ``newest << window_slots | bitmap`` (bit k of the bitmap:
+#: active in slot newest - k; the newest slot's bit is always set, so 0 means no window yet)
+SlotWindow = int
 
 
-def window_to_json(win: SlotWindow | None) -> list[int | str] | None:
-    """A slot window as JSON for the changelog (a bitmap past 63 bits as hex: JSON ints are 64-bit).
+def window_to_json(win: SlotWindow) -> int | str:
+    """A slot window for the changelog: the int, or past 63 bits its hex (JSON ints are 64-bit).
 
-    >>> window_to_json((7, 5)), window_to_json((7, 1 << 70)), window_from_json(window_to_json((7, 1 << 70)))
-    ([7, 5], [7, '400000000000000000'], (7, 1180591620717411303424))
+    >>> window_to_json(5), window_to_json(1 << 70), window_from_json(window_to_json(1 << 70)) == 1 << 70
+    (5, '400000000000000000', True)
     """
-    if win is None:
-        return None
-    return [win[0], win[1] if win[1] < 1 << 63 else f"{win[1]:x}"]
+    return win if win < 1 << 63 else f"{win:x}"
 
 
-def window_from_json(v: list[int | str] | None) -> SlotWindow | None:
-    """The inverse of :func:`window_to_json`."""
+def window_from_json(v: int | str | None) -> SlotWindow:
+    """The inverse of :func:`window_to_json` (None: a state written before timing existed)."""
     if v is None:
-        return None
-    top, bits = v
-    return (int(top), int(bits, 16) if isinstance(bits, str) else int(bits))
+        return 0
+    return int(v, 16) if isinstance(v, str) else int(v)
 
 
 class SlotSketch:
@@ -142,34 +143,40 @@ class SlotSketch:
                 f"min_slots={self.min_slots}, max_density={self.max_density}, seed={self.seed}, "
                 f"max_chance={self.max_chance}, prior_accounts={self.prior_accounts})")
 
-    def mark(self, win: SlotWindow | None, ts_ms: int) -> SlotWindow:
+    def mark(self, win: SlotWindow, ts_ms: int) -> SlotWindow:
         """The window with the slot of ``ts_ms`` marked active.
 
         >>> sk = SlotSketch(600_000, 8, 3_600_000, 1, 1, 1, 1.0, 0)
-        >>> w = sk.mark(None, 0)
+        >>> w = sk.mark(0, 0)
         >>> w = sk.mark(w, 1_200_000)             # two slots later
-        >>> w, bin(w[1])
-        ((2, 5), '0b101')
-        >>> sk.mark(w, 0) == w, sk.mark(w, 9_000_000)   # already marked; 13 slots on: 0 slides out
-        (True, (15, 1))
+        >>> sk.newest(w), bin(w & 255)
+        (2, '0b101')
+        >>> w2 = sk.mark(w, 9_000_000)            # 13 slots on: slot 0 slides out
+        >>> sk.mark(w, 0) == w, sk.newest(w2), bin(w2 & 255)   # (slot 0 was marked already)
+        (True, 15, '0b1')
         """
         slot = ts_ms // self.slot_ms
-        if win is None:
-            return (slot, 1)
-        top, bits = win
+        n = self.window_slots
+        if not win:
+            return slot << n | 1
+        top = win >> n
         if slot > top:
-            return (slot, ((bits << (slot - top)) | 1) & self._full)
+            return slot << n | (((win & self._full) << (slot - top)) | 1) & self._full
         back = top - slot
-        if back >= self.window_slots:
+        if back >= n:
             return win
-        return (top, bits | (1 << back))
+        return win | (1 << back)
 
-    def _bits_until(self, win: SlotWindow | None, end_ms: int) -> int:
+    def newest(self, win: SlotWindow) -> int:
+        """The window's newest active slot."""
+        return win >> self.window_slots
+
+    def _bits_until(self, win: SlotWindow, end_ms: int) -> int:
         """The bitmap of the window ending at ``end_ms`` (exclusive): bit p = active in slot
         ``end_slot - 1 - p``."""
-        if win is None:
+        if not win:
             return 0
-        top, bits = win
+        top, bits = win >> self.window_slots, win & self._full
         end_slot = end_ms // self.slot_ms
         shift = end_slot - 1 - top
         if shift >= 0:
@@ -177,11 +184,11 @@ class SlotSketch:
         # slots at or after the window's end were marked: drop them
         return bits >> (-shift)
 
-    def active(self, win: SlotWindow | None, end_ms: int) -> int:
+    def active(self, win: SlotWindow, end_ms: int) -> int:
         """Active slots in the window ending at ``end_ms``."""
         return self._bits_until(win, end_ms).bit_count()
 
-    def eligible(self, win: SlotWindow | None, end_ms: int, since_ms: int | None = None) -> int:
+    def eligible(self, win: SlotWindow, end_ms: int, since_ms: int | None = None) -> int:
         """The account's bitmap of the window ending at ``end_ms``, or 0 when it gets no key:
         under ``min_slots`` or over ``max_density``. ``since_ms``, the account's first request,
         makes the density relative to the part of the window the account existed in (a 24/7
@@ -209,7 +216,7 @@ class SlotSketch:
         w = self._width
         return f"tim:{epoch}.{band}." + "".join(f"{p:0{w}x}" for p in minima)
 
-    def keys(self, win: SlotWindow | None, end_ms: int, since_ms: int | None = None) -> list[str]:
+    def keys(self, win: SlotWindow, end_ms: int, since_ms: int | None = None) -> list[str]:
         """Every band key of one account's window ending at ``end_ms`` (see :meth:`eligible`),
         busy or not: :meth:`epoch_keys` is what the account stage announces."""
         bits = self.eligible(win, end_ms, since_ms)
@@ -261,7 +268,7 @@ class SlotSketch:
             return 0.0
         return math.exp(_LogTables(occupancy).log_chance(need, empty))
 
-    def epoch_keys(self, windows: Sequence[tuple[str, SlotWindow | None, int | None]], end_ms: int
+    def epoch_keys(self, windows: Sequence[tuple[str, SlotWindow, int | None]], end_ms: int
                    ) -> list[tuple[str, list[str]]]:
         """The band keys of a population's windows ending at ``end_ms``, each kept only when it is
         rare by chance (:meth:`chance` at most ``max_chance`` under the occupancy of the eligible

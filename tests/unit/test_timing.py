@@ -30,8 +30,8 @@ def _sketch(**kw: object) -> SlotSketch:
     return SlotSketch(**p)  # type: ignore[arg-type]
 
 
-def _window(sk: SlotSketch, hours: list[int], rng: random.Random | None = None) -> tuple[int, int] | None:
-    win = None
+def _window(sk: SlotSketch, hours: list[int], rng: random.Random | None = None) -> int:
+    win = 0
     for h in hours:
         win = sk.mark(win, T0 + h * HOUR_MS + (rng.randrange(HOUR_MS) if rng else 0))
     return win
@@ -40,13 +40,13 @@ def _window(sk: SlotSketch, hours: list[int], rng: random.Random | None = None) 
 def test_slot_window_marks_slides_and_ignores_what_left_it() -> None:
     sk = _sketch(window_slots=8)
     win = _window(sk, [0, 3])
-    assert win is not None and sk.active(win, T0 + 4 * HOUR_MS) == 2
+    assert win and sk.active(win, T0 + 4 * HOUR_MS) == 2
     win = sk.mark(win, T0 + 1 * HOUR_MS)             # late, within the window
     assert sk.active(win, T0 + 4 * HOUR_MS) == 3
     win = sk.mark(win, T0 + 10 * HOUR_MS)            # slides: hours 0, 1 leave an 8-slot window
     assert sk.active(win, T0 + 11 * HOUR_MS) == 2
     assert sk.mark(win, T0) == win                   # older than the window: ignored
-    assert win[1] < 1 << 8                           # never more bits than the window
+    assert win & 255 == 0b10000001 and sk.newest(win) == T0 // HOUR_MS + 10   # hours 10 and 3; no bit past 8
     # a window ending before the newest slot leaves that slot out
     assert sk.active(win, T0 + 10 * HOUR_MS) == 1
 
@@ -97,7 +97,7 @@ def test_busy_hours_make_no_key_quiet_coincidences_do() -> None:
     sk = _sketch(max_chance=1e-4)
     rng = random.Random(11)
     end = T0 + 48 * HOUR_MS
-    windows: list[tuple[str, tuple[int, int] | None, int | None]] = []
+    windows: list[tuple[str, int, int | None]] = []
     for i in range(300):   # office hours 8-18, each person 6 of them a day
         windows.append((f"h{i}", _window(sk, [d + h for d in (0, 24) for h in rng.sample(range(8, 18), 6)], rng), None))
     quiet = [d + h for d in (0, 24) for h in (1, 3, 5, 21, 23)]
@@ -124,13 +124,13 @@ def test_keys_depend_on_epoch_and_seed() -> None:
 
 
 def test_window_survives_the_changelog() -> None:
-    for win in [None, (5, 0b1011), (9, (1 << 140) | 1)]:
+    for win in [0, 12 << 48 | 0b1011, (1 << 140) | 1]:
         assert window_from_json(orjson.loads(orjson.dumps(window_to_json(win)))) == win
     st = AccountState.new(None, 0, 0)
-    st.slots = (12, 0b111)
-    assert AccountState.from_list(orjson.loads(orjson.dumps(st.to_list()))).slots == (12, 0b111)
+    st.slots = _window(_sketch(), [0, 3, 7])
+    assert AccountState.from_list(orjson.loads(orjson.dumps(st.to_list()))).slots == st.slots
     # a state written before timing existed has no window
-    assert AccountState.from_list(st.to_list()[:33]).slots is None
+    assert AccountState.from_list(st.to_list()[:33]).slots == 0
 
 
 # --- account stage: announced once per epoch, not per request ----------------------------------------
