@@ -397,10 +397,10 @@ class AccountProcessor:
         self.timing_epoch = end
         since = end - epoch
         # (a frozen account, kept as bytes, has been idle for a day: not active in the epoch)
-        active = sorted((a, st.slots, st.first) for a, st in self.accounts.items()
-                        if type(st) is AccountState and st.last >= since)
+        states = {a: st for a, st in self.accounts.items() if type(st) is AccountState and st.last >= since}
+        active = sorted((a, st.slots, st.first) for a, st in states.items())
         for acct, keys in self.timing.epoch_keys(active, end):
-            st = self.accounts[acct]
+            st = states[acct]
             self._card = st.lpay
             for k in keys:
                 self._announce(out, st, acct, k, end, prompt=True)
