@@ -35,7 +35,7 @@ REASON_CODES: dict[str, str] = {
     "SHARED_PAYMENT": "payment instrument shared with accounts of other organisations (value: accounts)",
     "SHARED_CLIENT": "rare client string shared with accounts of other organisations (value: accounts)",
     "CREATION_WAVE": "created in a wave of accounts that share other evidence (value: accounts in the wave)",
-    "SYNCHRONIZED_TIMING": "active in lock-step with other accounts of the group (value: accounts)",
+    "SYNCHRONIZED_TIMING": "active in the same time slots as accounts of other organisations, far beyond chance (value: time-slot fingerprints in common)",
     "CAMPAIGN_MEMBER": "member of a coordinated campaign of accounts with no organisation in common (value: campaign size)",
 }
 

@@ -14,6 +14,9 @@ Input: ``requests`` (RequestEvent v1 JSON). For each request it
    account lives on. Each carries the account's request number (for a prompt key announced on
    reuse: the request that first used the prompt) and the request's payment fingerprint.
 
+Once per timing *epoch* (``timing_epoch_ms``) it announces, for every account active in it, the
+time-slot keys of :mod:`consumers.core.timing` that are rare by chance (as fingerprints).
+
 Once per event-time *tick* (``tick_ms``) it scores every account that was active since the last
 tick with the :class:`~consumers.core.models.behaviour.BehaviourModel` and rule evidence, and
 sends the account's behaviour summary downstream (``observations`` keyed by account, relayed by
@@ -21,7 +24,7 @@ the campaign stage to the policy stage) when it changed. Scoring per tick, not p
 model off the hot path and makes results independent of how records are batched.
 
 Changelog keys: ``a:<account>`` (account state), ``__model__`` (the model), ``__meta__``
-(watermark, next tick, first sighting of each model name).
+(watermark, next tick, first sighting of each model name, last timing epoch).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from consumers.core.messages import Behaviour, encode_fingerprint, fingerprint_t
 from consumers.core.models.behaviour import BehaviourModel
 from consumers.core.prompt_memory import KeySet
 from consumers.core.stage import Record
+from consumers.core.timing import SlotSketch
 
 MODEL_KEY = b"__model__"
 META_KEY = b"__meta__"
@@ -168,6 +172,11 @@ class AccountProcessor:
         self._tail_of: tuple[str, int, int, int, str | None] | None = None  # (account, ts, watermark, n, card) of _tail
         self._card: str | None = None     # payment fingerprint of the request being processed
         self._tail = b""
+        self.timing = SlotSketch(cfg.timing_slot_ms, cfg.timing_window_slots, cfg.timing_epoch_ms,
+                                 cfg.timing_bands, cfg.timing_rows, cfg.timing_min_slots,
+                                 cfg.timing_max_density, cfg.seed, cfg.timing_max_chance,
+                                 cfg.timing_prior_accounts)
+        self.timing_epoch = 0             # end of the last epoch whose timing keys were announced
         self.counters = {"events": 0, "invalid": 0, "duplicates": 0, "evicted_ttl": 0,
                          "evicted_cap": 0, "fingerprint_cap": 0, "ts_out_of_range": 0,
                          "frozen": 0, "thawed": 0}
@@ -195,6 +204,7 @@ class AccountProcessor:
             if ts >= self.next_tick:
                 if self.next_tick:
                     self._tick(out)
+                    self._announce_timing(out, ts)
                 self.next_tick = (ts // cfg.tick_ms + 1) * cfg.tick_ms
             acct = ev["account_id"]
             self._card = ev["payment_fingerprint"]
@@ -232,6 +242,7 @@ class AccountProcessor:
             st.touch = self.seq
             self.counters["events"] += 1
             st.update(ev)
+            st.slots = self.timing.mark(st.slots, ts)
             self._changed[acct] = None
             self._active[acct] = None
             self._fingerprints(out, st, acct, ev, ts)
@@ -357,6 +368,25 @@ class AccountProcessor:
         self._expire(wm)
         self._freeze_idle(wm)
 
+    def _announce_timing(self, out: list[Record], ts: int) -> None:
+        """Once per timing epoch: the timing keys (:mod:`consumers.core.timing`) of every account
+        active in the epoch that just ended, for the window ending there (sorted: order never
+        depends on hashing). Announced as fingerprints, with the account's last card (its unit)."""
+        epoch = self.cfg.timing_epoch_ms
+        end = ts // epoch * epoch
+        if end <= self.timing_epoch:
+            return
+        self.timing_epoch = end
+        since = end - epoch
+        # (a frozen account, kept as bytes, has been idle for a day: not active in the epoch)
+        states = {a: st for a, st in self.accounts.items() if type(st) is AccountState and st.last >= since}
+        active = sorted((a, st.slots, st.first) for a, st in states.items())
+        for acct, keys in self.timing.epoch_keys(active, end):
+            st = states[acct]
+            self._card = st.lpay
+            for k in keys:
+                self._announce(out, st, acct, k, end, prompt=True)
+
     def _send_behaviour(self, out: list[Record], acct: str, st: AccountState, score: float,
                         reasons: list[list[Any]], extraction: float, wm: int) -> None:
         """Send the behaviour summary downstream when it changed (scores in steps of 0.05)."""
@@ -418,7 +448,8 @@ class AccountProcessor:
         if self._model_dirty:
             out.append((MODEL_KEY, self.model.dumps()))
         out.append((META_KEY, orjson.dumps({"wm": self.watermark, "nt": self.next_tick, "seq": self.seq, "st": self.started,
-                                            "mf": self.model_first, "c": self.counters})))
+                                            "mf": self.model_first, "c": self.counters,
+                                            "te": self.timing_epoch})))
         self.discard_changes()
         return out
 
@@ -443,6 +474,7 @@ class AccountProcessor:
                 self.watermark, self.next_tick, self.model_first = m["wm"], m["nt"], m["mf"]
                 self.seq = m["seq"]
                 self.started = m["st"]
+                self.timing_epoch = m.get("te", 0)
                 self.counters.update(m.get("c", {}))
             elif k.startswith(_ACCOUNT_PREFIX):
                 acct = k[len(_ACCOUNT_PREFIX):].decode()

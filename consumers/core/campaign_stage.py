@@ -5,7 +5,8 @@ Input: ``observations`` from the account stage. Two kinds of message
 
 * :class:`~consumers.core.messages.FingerprintSeen` — an account shows a
   fingerprint (client prefix ``ip:``, payment ``pay:``, client string ``ua:``, creation wave
-  ``wave:``, prompt LSH key ``p<i>:``, paraphrase key ``q<xyz>:``). Keyed by the fingerprint, so every account that shares it
+  ``wave:``, prompt LSH key ``p<i>:``, paraphrase key ``q<xyz>:``, time-slot key ``tim:``: support
+  only, never a campaign tie). Keyed by the fingerprint, so every account that shares it
   lands here, whichever account partition it came from.
 * :class:`~consumers.core.messages.Behaviour` — a behaviour summary, relayed unchanged to ``verdicts``
   (so the policy stage sees one ordered stream per account; no feedback loop, no race).
@@ -106,7 +107,12 @@ def _unit(kind: str, acct: str, org: str | None, card: str | None) -> str:
 
 def kind_of(fp: str) -> str:
     """The evidence kind of a fingerprint: ``p<i>:`` exact prompt keys are ``prompt``,
-    ``q<xyz>:`` paraphrase keys ``para``, the others their prefix (``ip``, ``pay``, ``ua``, ``wave``)."""
+    ``q<xyz>:`` paraphrase keys ``para``, the others their prefix (``ip``, ``pay``, ``ua``, ``wave``,
+    ``tim``: synchronised-timing keys).
+
+    >>> kind_of("p3:0123abcd"), kind_of("q013:a1b2c3"), kind_of("pay:pf1"), kind_of("tim:81.2.0a1f")
+    ('prompt', 'para', 'pay', 'tim')
+    """
     k = fp[: fp.index(":")]
     if k[0] == "q":
         return "para"
@@ -117,6 +123,13 @@ def campaign_id_for(root_fp: str) -> str:
     return "cmp-" + hashlib.blake2b(root_fp.encode(), digest_size=6).hexdigest()
 
 
+#: kinds reported as the number of the account's shared keys, not their widest span: one 24-bit
+#: paraphrase key or one timing band can collide by chance, their number is the evidence (and adds
+#: up across partitions)
+SUMMED_KINDS = ("para", "tim")
+#: kinds that never make a campaign member nor unite campaigns: synchronised timing
+#: (consumers/core/timing.py) is shared by honest cohorts too; it only supports content (policy)
+SUPPORT_ONLY_KINDS = ("tim",)
 #: kinds whose groups are prompt content (the account's request number is remembered per member)
 CONTENT_KINDS = ("prompt", "para")
 #: distinct shared-content requests remembered per account (and sent, newest first, in verdicts)
@@ -437,7 +450,7 @@ class CampaignProcessor:
         (one key is weak; their number is the evidence, and it adds up across partitions)."""
         kinds: dict[str, int] = {}
         for fp, kind in a.links.items():
-            if kind == "para":
+            if kind in SUMMED_KINDS:
                 continue
             g = self.groups.get(fp)
             n = g.n_units if g is not None else 1 if fp in self.singles else 0
@@ -445,6 +458,8 @@ class CampaignProcessor:
                 kinds[kind] = n
         if self._para_share_ok(a):
             kinds["para"] = a.kc["para"]
+        if "tim" in a.kc:
+            kinds["tim"] = a.kc["tim"]  # timing keys shared: their number is the evidence
         return kinds
 
     def _para_share_ok(self, a: AccountLinks) -> bool:
@@ -457,8 +472,8 @@ class CampaignProcessor:
         """The kinds of evidence that count: paraphrase keys only once there are several, and a
         share of the account's own (see :meth:`_para_share_ok`)."""
         kc = a.kc
-        return [k for k in kc
-                if k != "para" or (kc[k] >= self.cfg.para_min_links and self._para_share_ok(a))]
+        return [k for k in kc if k not in SUPPORT_ONLY_KINDS
+                and (k != "para" or (kc[k] >= self.cfg.para_min_links and self._para_share_ok(a)))]
 
     def _evaluate(self, out: list[Record], acct: str, a: AccountLinks, w: int, new_fp: str | None = None) -> None:
         cfg = self.cfg
@@ -600,7 +615,8 @@ class CampaignProcessor:
         summary = [sorted(k for k in a.kc if k != "para" or para), min(para, self.cfg.campaign_min_templates), cid,
                    _steps(len(a.sreq), self.cfg.content_very_broad_requests),
                    min(a.kc.get("ip", 0), self.cfg.proxy_pool_prefixes),
-                   min(strong, self.cfg.campaign_strong_members)]
+                   min(strong, self.cfg.campaign_strong_members),
+                   min(a.kc.get("tim", 0), self.cfg.timing_min_links)]
         if summary == a.sent:
             return
         a.sent = summary

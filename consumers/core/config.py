@@ -40,6 +40,19 @@ class DetectorConfig(BaseModel):
     para_daily_budget: int = Field(128, description="paraphrase keys an account announces per event-time day, at most (about 36 prompts: a campaign account's whole day, a heavy account's sample)")
     para_max_age_days: float = Field(1e9, description="only accounts younger than this (days) at their first request announce paraphrase keys; by default every account does: bought and aged accounts run campaigns too")
 
+    # --- synchronised timing (consumers/core/timing.py) --------------------------------------------
+    timing_slot_ms: int = Field(HOUR_MS, description="width of an activity time slot (SYNCHRONIZED_TIMING): a campaign's shared schedule is hours; light accounts fire too rarely to meet in 10-minute slots (measured, docs/detection.md)")
+    timing_window_slots: int = Field(48, description="slots of each account's activity window (bits of its bitmap): two days of hours; measured on sweep seed 1, a one-day window gave 80-100% of honest accounts of every diurnal persona shared keys (their days look alike), two days with 5 rows cut that to medians of 2-9 keys against 11 for shared-schedule campaigns")
+    timing_epoch_ms: int = Field(6 * HOUR_MS, description="band keys of the window ending at each multiple of this are announced once (not per tick: the window would be re-announced every tick for little news)")
+    timing_bands: int = Field(8, description="MinHash bands per account and epoch (LSH): P(share a key) = 1 - (1 - J**rows)**bands for slot sets of Jaccard J")
+    timing_rows: int = Field(5, description="MinHash minima per band: with 8 bands of 5, slot sets of Jaccard 0.7 (a shared schedule) share a key with p=0.77 per epoch, of 0.3 (one time zone, a similar rhythm) with p=0.019")
+    timing_min_slots: int = Field(4, description="an account active in fewer slots of the window announces no timing key (a couple of requests coincide by chance)")
+    timing_max_density: float = Field(0.5, description="an account active in more than this share of the window announces no timing key: round-the-clock clients (agent fleets, CI, 24/7 campaigns) all have the same slot set")
+    timing_support_extraction: float = Field(0.1, description="extraction profile that, with SYNCHRONIZED_TIMING and shared content, enforces a campaign member (infrastructure needs extraction_support): rare-by-chance timing keys are the stronger tie, and blended campaigns have a weak profile. Measured on sweep seeds 1-3 (final states): 0.0 enforced 386 shared-schedule accounts, 0.1 329, 0.4 82 (81 without timing); no honest account at any of them; 0.1 is kept as a floor of some lean (a choice)")
+    timing_max_chance: float = Field(1e-4, description="a timing key is announced only when an account of the epoch's population would get it by chance with at most this probability (slot occupancies of the partition's eligible accounts, slots independent): a coincidence in busy hours is no news. Measured on sweep seed 1 (offline count): without it 41-81% of casual, developer, enterprise and cohort accounts shared 4+ keys, with 1e-4 none (cohorts included: their sessions are in busy hours) against 62% of shared-schedule campaign accounts; seed 2 at 3e-4: 7% of cohort members, at 1e-4 1%. Expected chance members of a key = this x accounts announcing per epoch (~3,000 in a sweep seed): scale it down for larger populations")
+    timing_prior_accounts: float = Field(20.0, description="pseudo-accounts of average occupancy added per slot when occupancy is estimated (a partition with few accounts does not make a slot look empty; a choice)")
+    timing_min_links: int = Field(6, description="timing keys an account must share (each spanning link_min_units['tim'] unrelated units) before they count as SYNCHRONIZED_TIMING. Measured on sweep seeds 1-3 (final states, the other timing defaults, no extraction floor): at 2, 14 cohort members were enforced, at 3, 3, from 4 none; 6 keeps a factor of two (shared-schedule accounts enforced: 417 at 4, 386 at 6)")
+
     # --- behaviour model (river HalfSpaceTrees) -------------------------------------------------
     hst_trees: int = 15
     hst_height: int = 8
@@ -71,11 +84,11 @@ class DetectorConfig(BaseModel):
 
     # --- campaign stage -------------------------------------------------------------------------
     link_min_units: dict[str, int] = Field(
-        default_factory=lambda: {"prompt": 2, "para": 4, "ip": 4, "pay": 2, "ua": 4, "wave": 8},
+        default_factory=lambda: {"prompt": 2, "para": 4, "ip": 4, "pay": 2, "ua": 4, "wave": 8, "tim": 4},
         description="distinct organisations (or org-less accounts) a fingerprint must span to count as shared evidence, per kind",
     )
     hot_units: dict[str, int] = Field(
-        default_factory=lambda: {"prompt": 100_000, "para": 100_000, "ip": 300, "pay": 50, "ua": 300, "wave": 400},
+        default_factory=lambda: {"prompt": 100_000, "para": 100_000, "ip": 300, "pay": 50, "ua": 300, "wave": 400, "tim": 300},
         description="a fingerprint spanning more organisations than this is common infrastructure, not evidence",
     )
     max_members_per_fingerprint: int = Field(2_000, description="members remembered per fingerprint (memory bound)")

@@ -30,6 +30,7 @@ import orjson
 from consumers.contract.events import CATEGORIES
 from consumers.core.config import DAY_MS, HOUR_MS
 from consumers.core.prompt_memory import KeySet, PromptMemory
+from consumers.core.timing import window_from_json, window_to_json
 
 #: prompt keys remembered per account (~85 prompts), and paraphrase keys (each announced once)
 MAX_PROMPT_KEYS = 512
@@ -67,6 +68,7 @@ class AccountState:
         "recent_ids", "ids_at", "prompts", "fps", "next_learn", "sent",
         "dirty", "beh", "lpay", "lua", "scored_n", "scored_t", "touch", "switch_h", "para",
         "para_day", "para_left",
+        "slots",  # synchronised timing (consumers/core/timing.py)
     )
 
     def __init__(self) -> None:
@@ -104,6 +106,7 @@ class AccountState:
         self.para: KeySet | None = None         # paraphrase keys announced (recent ones)
         self.para_day = -1                      # event-time day of the paraphrase-key budget ...
         self.para_left = 0                      # ... and what is left of it
+        self.slots = 0                          # active time slots: a timing.SlotWindow (0: none yet)
 
     @classmethod
     def new(cls, org: str | None, created_ms: int, ts_ms: int) -> AccountState:
@@ -228,6 +231,7 @@ class AccountState:
             list(self.fps), self.next_learn, self.sent, self.dirty, self.beh,
             self.lpay, self.lua, self.scored_n, self.scored_t, self.touch, self.switch_h,
             None if self.para is None else self.para.to_str(), self.para_day, self.para_left,
+            0, window_to_json(self.slots),  # [_FROZEN]: 0 (1 once frozen), [_SLOTS]: time slots
         ]
 
     # -- frozen: an idle account's changelog value, without the caches ---------------------------
@@ -248,7 +252,7 @@ class AccountState:
         v[_IDS], v[_PROMPT_KEYS] = ["", 0], PromptMemory().to_list()
         if v[_PARA] is not None:
             v[_PARA] = ""
-        v.append(1)
+        v[_FROZEN] = 1
         # a copy: orjson's result keeps its whole output buffer allocated (16 KB for a few hundred
         # bytes, measured with tracemalloc on orjson 3.x), and a frozen value is kept for days
         return bytes(memoryview(orjson.dumps(v)))
@@ -282,6 +286,7 @@ class AccountState:
                        else KeySet.from_keys((_key_int(k) for k in para), MAX_PARA_KEYS))
         if len(v) > 32:
             st.para_day, st.para_left = v[31], v[32]
+        st.slots = window_from_json(v[_SLOTS] if len(v) > _SLOTS else None)  # absent before timing
         st.ips = dict.fromkeys(ips)
         st.fps = dict.fromkeys(fps)
         # earlier changelogs: event ids as strings, prompt keys as a {name: request} dict
@@ -297,7 +302,7 @@ class AccountState:
 
 
 #: positions in the changelog list (:meth:`AccountState.to_list`)
-_LAST, _IDS, _PROMPT_KEYS, _TOUCH, _PARA, _FROZEN = 3, 17, 18, 28, 30, 33
+_LAST, _IDS, _PROMPT_KEYS, _TOUCH, _PARA, _FROZEN, _SLOTS = 3, 17, 18, 28, 30, 33, 34
 
 
 def event_digest(event_id: str) -> bytes:

@@ -39,8 +39,9 @@ import orjson
 class FingerprintSeen:
     """An account shows a fingerprint (account stage → campaign stage, keyed by ``fingerprint``).
 
-    ``fingerprint``: ``ip:``, ``pay:``, ``ua:``, ``wave:``, a prompt key ``p<i>:`` or a paraphrase
-    key ``q<xyz>:``; ``ts``: event time of the request that showed it; ``watermark``: the account
+    ``fingerprint``: ``ip:``, ``pay:``, ``ua:``, ``wave:``, a prompt key ``p<i>:``, a paraphrase
+    key ``q<xyz>:`` or a time-slot key ``tim:`` (:mod:`consumers.core.timing`; its ``ts`` is the
+    end of the timing epoch and its ``card`` the account's last); ``ts``: event time of the request that showed it; ``watermark``: the account
     partition's event-time watermark then; ``request``: the account's request number (for a prompt
     key announced on reuse, the request that first used the prompt); ``card``: the request's
     payment fingerprint (it decides the account's *unit*).
@@ -112,7 +113,8 @@ class Behaviour:
 class Link:
     """What one campaign-stage partition knows about an account (campaign stage → policy).
 
-    ``kinds``: kind of shared evidence → units it spans (``para``: how many paraphrase keys);
+    ``kinds``: kind of shared evidence → units it spans (``para``, ``tim``: how many paraphrase or
+    time-slot keys);
     ``campaign_id``/``campaign_size``: its campaign once established (else None);
     ``partition``: the campaign-stage partition (the policy keeps the latest of each);
     ``shared_requests``: the account's request numbers whose prompt unrelated units also send;

@@ -9,9 +9,11 @@ decides (the rules, and why, in ``docs/detection.md`` and the README's *Flag pol
 
 * **shared content** — the account's distinct prompts that unrelated units also send — is what
   enforcement rests on; a *broad* library, a *strong* campaign, or shared infrastructure (a card
-  of ≥ ``shared_card_units`` payers, ≥ ``proxy_pool_prefixes`` shared /24s) together with an
-  extraction profile make less of it enough;
-* infrastructure alone, an established account's own volume and account age alone never enforce;
+  of ≥ ``shared_card_units`` payers, ≥ ``proxy_pool_prefixes`` shared /24s) or synchronised
+  timing (≥ ``timing_min_links`` time-slot keys, rare by chance) together with an extraction
+  profile make less of it enough;
+* infrastructure alone, timing alone, an established account's own volume and account age alone
+  never enforce;
 * the naive scraper (fresh, heavy volume, capability targeting) is throttled on behaviour;
 * **score** = 1 − (1 − campaign evidence)(1 − behaviour evidence), a noisy-OR reported in the
   flag (``campaign_evidence``: 0.55 for a member, +0.1 per extra kind, +0.1 per decade of size);
@@ -49,7 +51,10 @@ LINK_REASONS = {
     "pay": ("SHARED_PAYMENT", "payment instrument shared with {v} unrelated accounts or organisations"),
     "ua": ("SHARED_CLIENT", "client string shared with {v} unrelated accounts or organisations"),
     "wave": ("CREATION_WAVE", "created in a wave of {v} accounts with the same client"),
+    "tim": ("SYNCHRONIZED_TIMING", "active in the same hours as unrelated accounts: {v} time-slot fingerprints in common"),
 }
+#: kinds whose verdict value is a number of shared keys (summed across partitions), not a span
+SUMMED_KINDS = ("para", "tim")
 BEH_DETAILS = {
     "FRESH_ACCOUNT": "first request {v} days after the account was created",
     "CAPABILITY_CONCENTRATION": "{p} of requests target coding, agentic, reasoning or math",
@@ -87,7 +92,7 @@ def combine(by_source: dict[str, Link]) -> Evidence:
     prefixes = 0
     for v in by_source.values():
         for k, c in v.kinds.items():
-            if k == "para":
+            if k in SUMMED_KINDS:
                 kinds[k] = kinds.get(k, 0) + c
             elif c > kinds.get(k, 0):
                 kinds[k] = c
@@ -240,16 +245,22 @@ class PolicyProcessor:
         broad = content and d >= cfg.content_broad_requests
         strong = ev.campaign_strong >= cfg.campaign_strong_members
         infra = kinds.get("pay", 0) >= cfg.shared_card_units or ev.shared_prefixes >= cfg.proxy_pool_prefixes
+        # synchronised timing: time-slot keys, each rare by chance (quiet hours, not busy ones),
+        # shared with unrelated accounts. Like infrastructure it never enforces nor reviews
+        # alone (honest cohorts keep the same hours), and makes a little shared content enough;
+        # being the stronger tie, with a weaker extraction profile (timing_support_extraction)
+        timing = kinds.get("tim", 0) >= cfg.timing_min_links
         if infra and d >= 1 and share_ok:
             content = True  # a card or proxy pool shared with unrelated accounts that also share a prompt
         fresh = "FRESH_ACCOUNT" in codes
         enforce = max(score, cfg.throttle_score)
         if cid is not None and (size or 0) >= cfg.campaign_min_size:
             if content and ((infra and extraction >= cfg.extraction_support)
+                            or (timing and extraction >= cfg.timing_support_extraction)
                             or ((broad or strong) and extraction >= cfg.extraction_broad)
                             or d >= cfg.content_very_broad_requests):
                 return ("suspend" if score >= cfg.suspend_score else "throttle"), enforce
-            if ((content and (infra or broad or strong))
+            if ((content and (infra or broad or strong or timing))
                     or (infra and extraction >= cfg.extraction_support
                         and len(ASSET_KINDS.intersection(kinds)) >= 2)):
                 # coordinated, but short of enforcement: a person looks (infrastructure alone
@@ -283,6 +294,8 @@ class PolicyProcessor:
         kinds, cid, size = ev.kinds, ev.campaign_id, ev.campaign_size
         if kinds.get("para", 0) < self.cfg.para_min_links:
             kinds.pop("para", None)  # one or two 24-bit keys in common can be chance
+        if kinds.get("tim", 0) < self.cfg.timing_min_links:
+            kinds.pop("tim", None)   # one timing band in common can be chance
         action, score = self.judge(ev, kinds, s.beh, s.extraction, max(s.requests, ev.requests),
                                    {r[0] for r in s.reasons})
         if action is None:

@@ -155,7 +155,7 @@ def test_an_idle_account_freezes_small_and_thaws_on_its_next_request() -> None:
     ap.process(_requests("idle", [0.0, 0.1, 0.2, 0.3]))
     ap.process(_requests("busy", [h / 2 for h in range(1, 30)], 100))  # 14.5 hours of activity
     st = ap.accounts["idle"]
-    assert isinstance(st, bytes) and len(st) < 512
+    assert isinstance(st, bytes) and len(st) < 544  # (~20 bytes of it: the timing slot window)
     assert isinstance(ap.accounts["busy"], AccountState)
     assert ap.state_size() == {"accounts": 2, "frozen": 1}
     # its changelog entry is the frozen value
