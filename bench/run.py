@@ -142,6 +142,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["sections"].append(sec)
         return sec
 
+    def broker_up(name: str, without: str = "skipped") -> bool:
+        """Whether the broker answers; if not, the section says why (and what it does without)."""
+        from bench import kafka
+
+        try:
+            kafka.check_broker(args.bootstrap_servers)
+        except kafka.BrokerUnavailable as exc:
+            log(f"{name}: {without}: {exc} (start it with: bash deploy/kafka/broker.sh start)")
+            result["skipped"][name] = str(exc)
+            return False
+        return True
+
     if "validation" in sections:
         from bench import validation
 
@@ -166,12 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "kafka" in sections:
         from bench import kafka
 
-        try:
-            kafka.check_broker(args.bootstrap_servers)
-        except kafka.BrokerUnavailable as exc:
-            log(f"kafka: skipped: {exc} (start it with: bash deploy/kafka/broker.sh start)")
-            result["skipped"]["kafka"] = str(exc)
-        else:
+        if broker_up("kafka"):
             log(f"kafka: partitions {partitions}, {args.repeat} repeats, threaded={threaded} ...")
             attempt("kafka", lambda: kafka.run(ds, args.repeat, partitions, args.bootstrap_servers,
                                                threaded=threaded, quix_peer=args.quix,
@@ -184,12 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rate = args.latency_rate or 2_000.0
         seconds = args.latency_seconds or (10.0 if args.quick else 60.0)
         n_lat = int(rate * seconds)
-        try:
-            kafka.check_broker(args.bootstrap_servers)
-        except kafka.BrokerUnavailable as exc:
-            log(f"latency: skipped: {exc} (start it with: bash deploy/kafka/broker.sh start)")
-            result["skipped"]["latency"] = str(exc)
-        else:
+        if broker_up("latency"):
             ds_lat = ds_all if len(ds_all) >= n_lat else common.load_dataset(args.scenario, args.seed, n_lat)
             if len(ds_lat) < n_lat:
                 log(f"latency: {args.scenario} has {len(ds_lat):,} events: {len(ds_lat) / rate:.0f}s at "
@@ -208,13 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from bench import kafka, restore
 
         n_acc = args.restore_accounts or (50_000 if args.quick else 1_000_000)
-        try:
-            kafka.check_broker(args.bootstrap_servers)
-            with_broker = True
-        except kafka.BrokerUnavailable as exc:
-            log(f"restore: no broker ({exc}): state sizes and in-memory restore only")
-            result["skipped"]["restore (changelog topic)"] = str(exc)
-            with_broker = False
+        with_broker = broker_up("restore (changelog topic)", "no broker: state sizes and in-memory restore only")
         log(f"restore: {n_acc:,} accounts cloned from the states after {len(ds):,} events ...")
         attempt("restore", lambda: restore.run(ds, args.bootstrap_servers, n_acc,
                                                min(args.restore_chunk, n_acc), broker=with_broker,
