@@ -376,7 +376,7 @@ def test_warm_start_of_a_multi_partition_topic_carries_the_model(
     # the model the replay learned: the same pipeline over the same merged stream
     recs = sorted((orjson.loads(r.value)["ts_ms"], r.partition, r.offset, r.value)
                   for r in consume_all(src3.bootstrap, src3.name))
-    pipe = LocalPipeline(DetectorConfig())
+    pipe = LocalPipeline(DetectorConfig(), changelog=True)
     pipe.feed([v for ts, *_, v in recs if ts < mid])
     model = dict(pipe.account.take_changes())[MODEL_KEY]
 
