@@ -47,27 +47,26 @@ $(STAMP): pyproject.toml
 	$(PIP) install -e '.[dev]'
 	@touch $@
 
-browser:
-	@if [ -x $(CHROMIUM) ]; then \
-		echo "chromium present: $(CHROMIUM)"; \
+# $(call apt_install,COMMAND,PACKAGE): install Debian's PACKAGE unless COMMAND (a name or a path)
+# is already there
+define apt_install
+	@if command -v $(1) >/dev/null 2>&1; then \
+		echo "$(2) present: $$(command -v $(1))"; \
 	else \
 		SUDO=""; if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
-		echo "+ apt-get install chromium"; \
+		echo "+ apt-get install $(2)"; \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium </dev/null; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2) </dev/null; \
 	fi
+endef
+
+browser:
+	$(call apt_install,$(CHROMIUM),chromium)
 
 # Debian's Prometheus for tests/integration/test_metrics.py (it runs its own instance on a free
 # port; the package may also start a system service on :9090, which the tests never use).
 prometheus:
-	@if command -v prometheus >/dev/null 2>&1; then \
-		echo "prometheus present: $$(command -v prometheus)"; \
-	else \
-		SUDO=""; if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
-		echo "+ apt-get install prometheus"; \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus </dev/null; \
-	fi
+	$(call apt_install,prometheus,prometheus)
 
 # --- local Kafka broker ------------------------------------------------------------------------
 
