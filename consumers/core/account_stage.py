@@ -378,8 +378,9 @@ class AccountProcessor:
             return
         self.timing_epoch = end
         since = end - epoch
-        # (a frozen account, kept as bytes, has been idle for a day: not active in the epoch)
-        states = {a: st for a, st in self.accounts.items() if type(st) is AccountState and st.last >= since}
+        # the warm accounts only: a frozen one has been idle for a day, not active in the epoch
+        acc = self.accounts
+        states = {a: st for a in self._warm if isinstance(st := acc[a], AccountState) and st.last >= since}
         active = sorted((a, st.slots, st.first) for a, st in states.items())
         for acct, keys in self.timing.epoch_keys(active, end):
             st = states[acct]
@@ -417,10 +418,9 @@ class AccountProcessor:
         warm, acc = self._warm, self.accounts
         for _ in range(len(warm)):
             acct = next(iter(warm))
-            st = acc.get(acct)
-            if not isinstance(st, AccountState):  # (not reached: evicted and frozen accounts leave)
-                warm.popitem(last=False)
-            elif st.last + after > wm:
+            st = acc[acct]
+            assert isinstance(st, AccountState)  # evicted and frozen accounts leave _warm
+            if st.last + after > wm:
                 break
             elif st.dirty:  # owed a scoring: stays warm until it had it
                 warm.move_to_end(acct)

@@ -59,7 +59,7 @@ from typing import Any
 import orjson
 
 from consumers.core.config import DetectorConfig
-from consumers.core.messages import Behaviour, FingerprintSeen, Link
+from consumers.core.messages import SUMMED_KINDS, Behaviour, FingerprintSeen, Link
 from consumers.core.stage import Record
 
 META_KEY = b"__meta__"
@@ -123,10 +123,6 @@ def campaign_id_for(root_fp: str) -> str:
     return "cmp-" + hashlib.blake2b(root_fp.encode(), digest_size=6).hexdigest()
 
 
-#: kinds reported as the number of the account's shared keys, not their widest span: one 24-bit
-#: paraphrase key or one timing band can collide by chance, their number is the evidence (and adds
-#: up across partitions)
-SUMMED_KINDS = ("para", "tim")
 #: kinds that never make a campaign member nor unite campaigns: synchronised timing
 #: (consumers/core/timing.py) is shared by honest cohorts too; it only supports content (policy)
 SUPPORT_ONLY_KINDS = ("tim",)

@@ -29,7 +29,7 @@ import orjson
 
 from consumers.contract.events import CATEGORIES
 from consumers.core.config import DAY_MS, HOUR_MS
-from consumers.core.prompt_memory import KeySet, PromptMemory
+from consumers.core.prompt_memory import KeySet, PromptMemory, holds_record
 from consumers.core.timing import window_from_json, window_to_json
 
 #: prompt keys remembered per account (~85 prompts), and paraphrase keys (each announced once)
@@ -119,13 +119,7 @@ class AccountState:
 
     def seen_event(self, digest: bytes) -> bool:
         """Whether an event id with this :func:`event_digest` is among the account's recent ones."""
-        ids = self.recent_ids
-        i = ids.find(digest)
-        while i >= 0:
-            if not i & 7:
-                return True
-            i = ids.find(digest, i + 1)
-        return False
+        return holds_record(self.recent_ids, digest)
 
     def remember_event(self, digest: bytes, window: int) -> None:
         """Remember an event id's digest; past ``window`` ids, the oldest is forgotten."""
@@ -416,7 +410,6 @@ def paraphrase_keys(simhash_hex: str, sample: int) -> list[str]:
 
 
 _BYTE_POS = range(8)
-_HEX = [f"{v:02x}" for v in range(256)]
 #: sample -> per byte position, per byte value: marked? (with probability 1/sqrt(sample))
 _MARKS = {sample: [[not ((v * 167 + i * 89) >> 3) & mask for v in range(256)] for i in range(8)]
           for sample, mask in ((1, 0), (4, 1), (16, 3), (64, 7))}

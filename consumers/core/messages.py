@@ -148,6 +148,11 @@ class Link:
                    m.get("sr", []), m.get("n", 0), m.get("ipn", 0), m.get("cs", 0))
 
 
+#: kinds whose value in :attr:`Link.kinds` is a number of shared keys, not the widest span in
+#: units: one 24-bit paraphrase key or one timing band can collide by chance, their number is the
+#: evidence (and the policy adds it up across campaign-stage partitions)
+SUMMED_KINDS = ("para", "tim")
+
 Message = FingerprintSeen | Behaviour | Link
 _BY_KIND: dict[str, Any] = {c.KIND: c for c in (FingerprintSeen, Behaviour, Link)}
 

@@ -36,7 +36,7 @@ import orjson
 
 from consumers.contract.flags import ACTION_RANK, flag_id_for
 from consumers.core.config import DetectorConfig
-from consumers.core.messages import Behaviour, Link, decode
+from consumers.core.messages import SUMMED_KINDS, Behaviour, Link, decode
 from consumers.core.stage import Record
 
 #: kinds of shared infrastructure that are a campaign's own assets — client /24s, cards, sign-up
@@ -53,8 +53,6 @@ LINK_REASONS = {
     "wave": ("CREATION_WAVE", "created in a wave of {v} accounts with the same client"),
     "tim": ("SYNCHRONIZED_TIMING", "active in the same hours as unrelated accounts: {v} time-slot fingerprints in common"),
 }
-#: kinds whose verdict value is a number of shared keys (summed across partitions), not a span
-SUMMED_KINDS = ("para", "tim")
 BEH_DETAILS = {
     "FRESH_ACCOUNT": "first request {v} days after the account was created",
     "CAPABILITY_CONCENTRATION": "{p} of requests target coding, agentic, reasoning or math",

@@ -36,6 +36,22 @@ import base64
 from collections.abc import Iterable, Sequence
 
 
+def holds_record(buf: bytearray, rec: bytes) -> bool:
+    """Whether ``buf``, a run of records of ``len(rec)`` bytes each, holds ``rec`` as one of them
+    (a match straddling two records does not count).
+
+    >>> holds_record(bytearray(b"abcdef"), b"cde"), holds_record(bytearray(b"abcdef"), b"def")
+    (False, True)
+    """
+    width = len(rec)
+    i = buf.find(rec)
+    while i >= 0:
+        if not i % width:
+            return True
+        i = buf.find(rec, i + 1)
+    return False
+
+
 class PromptMemory:
     """The keys of an account's recent prompts, each with its first use (see the module docstring)."""
 
@@ -110,14 +126,7 @@ class KeySet:
         self.capacity = capacity
 
     def __contains__(self, k: int) -> bool:
-        kb = k.to_bytes(5, "big")
-        keys = self.keys
-        i = keys.find(kb)
-        while i >= 0:
-            if not i % 5:
-                return True
-            i = keys.find(kb, i + 1)
-        return False
+        return holds_record(self.keys, k.to_bytes(5, "big"))
 
     def add(self, k: int) -> bool:
         """Add ``k``; False if it was already there."""
