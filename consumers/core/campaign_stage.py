@@ -38,6 +38,10 @@ For every account it also keeps its *shared-content requests* (the request numbe
 and paraphrase keys that became shared evidence: distinct prompts unrelated units also send), and
 for every campaign the members whose shared library is broad (``content_broad_requests``): with
 ``campaign_strong_members`` of them the campaign is *strong*, and every member hears of it.
+Campaign ids, sizes and strength are this partition's view: they label the flags, and the policy
+decides membership from what adds up across partitions — the kinds, the counts of shared prompt
+and paraphrase keys, and each account's *neighbours* (accounts of other units sharing one of its
+prompt, paraphrase or card fingerprints; see :meth:`CampaignProcessor._meet`).
 
 Output: ``verdicts`` keyed by account: a :class:`~consumers.core.messages.Link` per account whose
 evidence changed (with several campaign-stage partitions an account's fingerprints, and so its
@@ -52,6 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -59,13 +64,17 @@ from typing import Any
 import orjson
 
 from consumers.core.config import DetectorConfig
-from consumers.core.messages import SUMMED_KINDS, Behaviour, FingerprintSeen, Link
+from consumers.core.messages import (
+    STRONG_KINDS,
+    SUMMED_KINDS,
+    SUPPORT_ONLY_KINDS,
+    Behaviour,
+    FingerprintSeen,
+    Link,
+)
 from consumers.core.stage import Record
 
 META_KEY = b"__meta__"
-#: kinds specific to a campaign (its templates, its cards): one of them is needed to make a member
-#: (and, in the policy, to enforce on a fresh account sharing it outside a campaign)
-STRONG_KINDS = ("prompt", "para", "pay")
 #: kinds whose groups unite campaigns: templates, cards, proxy prefixes (not client strings, which
 #: unrelated campaigns and honest users share; creation waves only for an account whose client
 #: string is rare — shared, yet not hot)
@@ -123,9 +132,6 @@ def campaign_id_for(root_fp: str) -> str:
     return "cmp-" + hashlib.blake2b(root_fp.encode(), digest_size=6).hexdigest()
 
 
-#: kinds that never make a campaign member nor unite campaigns: synchronised timing
-#: (consumers/core/timing.py) is shared by honest cohorts too; it only supports content (policy)
-SUPPORT_ONLY_KINDS = ("tim",)
 #: kinds whose groups are prompt content (the account's request number is remembered per member)
 CONTENT_KINDS = ("prompt", "para")
 #: distinct shared-content requests remembered per account (and sent, newest first, in verdicts)
@@ -207,7 +213,7 @@ class Single:
 
 
 class AccountLinks:
-    __slots__ = ("org", "links", "kc", "cid", "sent", "last", "joined", "touch", "pa", "sreq", "n")
+    __slots__ = ("org", "links", "kc", "cid", "sent", "last", "joined", "touch", "pa", "sreq", "n", "nb")
 
     def __init__(self, org: str | None, ts: int):
         self.org = org
@@ -221,10 +227,11 @@ class AccountLinks:
         self.cid: str | None = None      # root fingerprint of its component, when a member
         self.sent: list[Any] = []
         self.last = ts
+        self.nb: dict[int, None] = {}     # neighbours: accounts sharing its evidence (CRC32s; see _meet)
 
     def to_list(self) -> list[Any]:
         return [self.org, self.links, self.cid, self.sent, self.last, self.joined, self.touch, self.pa,
-                list(self.sreq), self.n]
+                list(self.sreq), self.n, list(self.nb)]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> AccountLinks:
@@ -233,6 +240,8 @@ class AccountLinks:
         a.pa = v[7] if len(v) > 7 else 0
         if len(v) > 9:
             a.sreq, a.n = dict.fromkeys(v[8]), v[9]
+        if len(v) > 10:
+            a.nb = dict.fromkeys(v[10])
         for kind in a.links.values():
             a.kc[kind] = a.kc.get(kind, 0) + 1
         return a
@@ -379,8 +388,10 @@ class CampaignProcessor:
         if fp not in a.links:
             a.links[fp] = kind
             a.kc[kind] = a.kc.get(kind, 0) + 1
+            g = self.groups.get(fp)
+            if kind in STRONG_KINDS and g is not None:
+                self._meet(out, acct, a, g, w)
             if kind in CONTENT_KINDS:
-                g = self.groups.get(fp)
                 req = g.reqs.get(acct) if g is not None else None
                 if req is not None and req not in a.sreq:
                     a.sreq[req] = None
@@ -452,11 +463,27 @@ class CampaignProcessor:
             n = g.n_units if g is not None else 1 if fp in self.singles else 0
             if n > kinds.get(kind, 0):
                 kinds[kind] = n
-        if self._para_share_ok(a):
-            kinds["para"] = a.kc["para"]
+        if "para" in a.kc:
+            kinds["para"] = a.kc["para"]  # raw: the policy tests the share on the sums of all partitions
         if "tim" in a.kc:
             kinds["tim"] = a.kc["tim"]  # timing keys shared: their number is the evidence
         return kinds
+
+    def _card_span(self, a: AccountLinks) -> int:
+        """The widest span of the account's shared cards, up to what the policy tests
+        (``shared_card_units``)."""
+        if "pay" not in a.kc:
+            return 0
+        top = self.cfg.shared_card_units
+        n = 0
+        for fp, kind in a.links.items():
+            if kind == "pay":
+                g = self.groups.get(fp)
+                if g is not None and g.n_units > n:
+                    n = g.n_units
+                    if n >= top:
+                        return top
+        return n
 
     def _para_share_ok(self, a: AccountLinks) -> bool:
         """Enough of the account's paraphrase keys are shared: a campaign member shares a good part
@@ -605,20 +632,51 @@ class CampaignProcessor:
                 cid = campaign_id_for(root)
                 size = len(comp)
                 strong = len(self.strong.get(root, ()))
-        # what the policy acts on: the kinds, the paraphrase-key count up to campaign_min_templates
-        # (it adds them up across partitions), the campaign; computed from the counts alone
-        para = a.kc.get("para", 0) if self._para_share_ok(a) else 0
-        summary = [sorted(k for k in a.kc if k != "para" or para), min(para, self.cfg.campaign_min_templates), cid,
-                   _steps(len(a.sreq), self.cfg.content_very_broad_requests),
-                   min(a.kc.get("ip", 0), self.cfg.proxy_pool_prefixes),
-                   min(strong, self.cfg.campaign_strong_members),
-                   min(a.kc.get("tim", 0), self.cfg.timing_min_links)]
+        # what the policy acts on, from counts alone: a verdict is sent when one of them changes
+        cfg = self.cfg
+        nb = a.nb
+        para = a.kc.get("para", 0)
+        # (shared requests and neighbours exactly up to what the policy tests: the union of every
+        # partition's latest is then what one partition would report, at any partition count)
+        summary = [sorted(a.kc), min(para, cfg.campaign_min_templates), _steps(para, 64), cid,
+                   min(len(a.sreq), cfg.content_very_broad_requests), self._card_span(a),
+                   min(a.kc.get("ip", 0), cfg.proxy_pool_prefixes), min(strong, cfg.campaign_strong_members),
+                   min(a.kc.get("tim", 0), cfg.timing_min_links), min(a.kc.get("prompt", 0), cfg.campaign_min_templates),
+                   len(nb)]
         if summary == a.sent:
             return
         a.sent = summary
         out.append(Record(topic="verdicts", key=acct.encode(), value=Link(
             acct, a.org, self._kinds(a), cid, size, w, self.partition, sorted(a.sreq), a.n, a.kc.get("ip", 0),
-            strong).encode()))
+            strong, a.kc.get("prompt", 0), a.pa, list(nb)).encode()))
+
+    def _meet(self, out: list[Record], acct: str, a: AccountLinks, g: Group, w: int) -> None:
+        """``acct`` is linked to the evidence group ``g`` (a prompt, paraphrase or card fingerprint):
+        its members of other units become its neighbours, and it becomes theirs.
+
+        Neighbours are kept as CRC32s of account ids, up to ``campaign_neighbours_cap``: each
+        fingerprint lives on one partition, so the union of every partition's sets is the account's
+        neighbourhood whatever the partition count (a partition that found the cap proves the union
+        does too). A group of more than the cap's members makes each of them full, so only the
+        members of smaller groups are told of a newcomer (bounded work per observation)."""
+        cap = self.cfg.campaign_neighbours_cap
+        own = g.members.get(acct)
+        me = zlib.crc32(acct.encode())
+        small = len(g.members) <= cap + 1
+        nb = a.nb
+        for m, u in g.members.items():
+            if u == own or m == acct:
+                continue
+            if len(nb) < cap:
+                nb[zlib.crc32(m.encode())] = None
+            elif not small:
+                break
+            if small:
+                la = self.accounts.get(m)
+                if la is not None and len(la.nb) < cap and me not in la.nb:
+                    la.nb[me] = None
+                    self._dirty_a[m] = None
+                    self._emit(out, m, la, w)
 
     # -- bounds ---------------------------------------------------------------------------------
     def _expire(self) -> None:

@@ -6,7 +6,7 @@ other keys are short (these topics carry ~2 messages per request)::
 
     observations  FingerprintSeen  {"k":"fp","f","a","o","t","w","n","c"}   key: the fingerprint
                   Behaviour        {"k":"beh","a","o","b","r","x","w","ws","n"}  key: the account
-    verdicts      Link             {"k":"link","a","o","kinds","cid","size","w","p","sr","n","ipn","cs"}
+    verdicts      Link             {"k":"link","a","o","kinds","cid","size","w","p","sr","n","ipn","cs","pk","pa","nb"}
                   Behaviour        (relayed unchanged by the campaign stage)    key: the account
 
 The classes name the fields; :func:`decode` turns any message back into its class, and each
@@ -119,7 +119,16 @@ class Link:
     ``partition``: the campaign-stage partition (the policy keeps the latest of each);
     ``shared_requests``: the account's request numbers whose prompt unrelated units also send;
     ``requests``: its requests as of its latest observation; ``shared_prefixes``: client /24s it
-    shares with unrelated units; ``strong_members``: members of its campaign with a broad library.
+    shares with unrelated units; ``strong_members``: members of its campaign with a broad library;
+    ``prompt_keys``: exact prompt keys it shares with unrelated units; ``para_announced``:
+    paraphrase keys it announced to this partition; ``neighbours``: CRC32s of the accounts it shares
+    a prompt, paraphrase or card fingerprint with (in another unit), at most
+    ``DetectorConfig.campaign_neighbours_cap`` of them.
+
+    Every fingerprint lives on one partition, so the policy's sums of ``prompt_keys``,
+    ``para_announced`` and ``kinds['para']``, and the union of ``neighbours``, are the same at any
+    partition count; ``campaign_id``/``campaign_size``/``strong_members`` are labels (each partition
+    sees its part of a campaign) and decide nothing.
     """
 
     account: str
@@ -133,6 +142,9 @@ class Link:
     requests: int = 0
     shared_prefixes: int = 0
     strong_members: int = 0
+    prompt_keys: int = 0
+    para_announced: int = 0
+    neighbours: list[int] = field(default_factory=list)
 
     KIND = "link"
 
@@ -140,18 +152,26 @@ class Link:
         return orjson.dumps({"k": "link", "a": self.account, "o": self.org, "kinds": self.kinds,
                              "cid": self.campaign_id, "size": self.campaign_size, "w": self.watermark,
                              "p": self.partition, "sr": self.shared_requests, "n": self.requests,
-                             "ipn": self.shared_prefixes, "cs": self.strong_members})
+                             "ipn": self.shared_prefixes, "cs": self.strong_members, "pk": self.prompt_keys,
+                             "pa": self.para_announced, "nb": self.neighbours})
 
     @classmethod
     def from_dict(cls, m: dict[str, Any]) -> Link:
         return cls(m["a"], m.get("o"), m["kinds"], m["cid"], m["size"], m["w"], m.get("p", 0),
-                   m.get("sr", []), m.get("n", 0), m.get("ipn", 0), m.get("cs", 0))
+                   m.get("sr", []), m.get("n", 0), m.get("ipn", 0), m.get("cs", 0), m.get("pk", 0),
+                   m.get("pa", 0), m.get("nb", []))
 
 
 #: kinds whose value in :attr:`Link.kinds` is a number of shared keys, not the widest span in
 #: units: one 24-bit paraphrase key or one timing band can collide by chance, their number is the
 #: evidence (and the policy adds it up across campaign-stage partitions)
 SUMMED_KINDS = ("para", "tim")
+#: kinds specific to a campaign (its templates, its cards): one of them is needed to make a
+#: campaign member, and an account's neighbours are the accounts it shares one of them with
+STRONG_KINDS = ("prompt", "para", "pay")
+#: kinds that never make a campaign member nor unite campaigns: synchronised timing
+#: (consumers/core/timing.py) is shared by honest cohorts too; it only supports content (policy)
+SUPPORT_ONLY_KINDS = ("tim",)
 
 Message = FingerprintSeen | Behaviour | Link
 _BY_KIND: dict[str, Any] = {c.KIND: c for c in (FingerprintSeen, Behaviour, Link)}

@@ -7,19 +7,24 @@ stage keeps the latest behaviour summary, the latest verdict of each partition a
 it emitted; :func:`combine` adds the partitions' verdicts up, and :meth:`PolicyProcessor.judge`
 decides (the rules, and why, in ``docs/detection.md`` and the README's *Flag policy*):
 
+* **campaign membership** is decided here, from the partitions' counts added up
+  (:meth:`PolicyProcessor.member`: kinds, prompt keys, neighbours), so the same at any partition
+  count; the campaign stage's campaign id and strength label the flag and decide nothing;
 * **shared content** — the account's distinct prompts that unrelated units also send — is what
-  enforcement rests on; a *broad* library, a *strong* campaign, or shared infrastructure (a card
-  of ≥ ``shared_card_units`` payers, ≥ ``proxy_pool_prefixes`` shared /24s) or synchronised
-  timing (≥ ``timing_min_links`` time-slot keys, rare by chance) together with an extraction
-  profile make less of it enough;
+  enforcement rests on; a *broad* library, a card shared with another unit, shared
+  infrastructure (a card of ≥ ``shared_card_units`` payers, ≥ ``proxy_pool_prefixes`` shared
+  /24s), synchronised timing (≥ ``timing_min_links`` time-slot keys, rare by chance) or an
+  extreme extraction profile, together with an extraction profile, make less of it enough;
 * infrastructure alone, timing alone, an established account's own volume and account age alone
   never enforce;
 * the naive scraper (fresh, heavy volume, capability targeting) is throttled on behaviour;
 * **score** = 1 − (1 − campaign evidence)(1 − behaviour evidence), a noisy-OR reported in the
-  flag (``campaign_evidence``: 0.55 for a member, +0.1 per extra kind, +0.1 per decade of size);
+  flag (``campaign_evidence``: 0.55 for a member, +0.1 per extra kind, +0.1 per decade of its
+  neighbours, at most ``campaign_neighbours_cap``);
 * **hysteresis**: an account is flagged again only when the action escalates
-  (review → throttle → suspend) or its campaign changes; actions never step down on their own,
-  and an account keeps the campaign id it was flagged with while a partition still sees it.
+  (review → throttle → suspend) or when a campaign id becomes known to an account flagged
+  without one; actions never step down on their own, and an account keeps the campaign id it was
+  flagged with while a partition still sees it.
 
 Changelog keys: ``p:<account>``.
 """
@@ -36,7 +41,14 @@ import orjson
 
 from consumers.contract.flags import ACTION_RANK, flag_id_for
 from consumers.core.config import DetectorConfig
-from consumers.core.messages import SUMMED_KINDS, Behaviour, Link, decode
+from consumers.core.messages import (
+    STRONG_KINDS,
+    SUMMED_KINDS,
+    SUPPORT_ONLY_KINDS,
+    Behaviour,
+    Link,
+    decode,
+)
 from consumers.core.stage import Record
 
 #: kinds of shared infrastructure that are a campaign's own assets — client /24s, cards, sign-up
@@ -64,12 +76,14 @@ BEH_DETAILS = {
 }
 
 
-def combine(by_source: dict[str, Link]) -> Evidence:
+def combine(by_source: dict[str, Link], cap: int | None = None) -> Evidence:
     """Merge the latest verdicts of several campaign-stage partitions about one account.
 
     Kinds of shared evidence are united (largest span per kind; paraphrase-key and client-prefix
-    counts add up, as each fingerprint lives on one partition); the account's requests with
-    shared content are the union of each partition's; of the campaigns the partitions see, the
+    counts add up, as each fingerprint lives on one partition, and so do the shared prompt keys and
+    the paraphrase keys announced); the account's requests with shared content are the union of
+    each partition's, and so are its neighbours (at most ``cap``: a partition that reports
+    ``cap`` of them proves as many); of the campaigns the partitions see, the
     largest wins (ties: the smallest id), so the choice does not depend on the order in which the
     partitions' verdicts arrive.
 
@@ -80,6 +94,9 @@ def combine(by_source: dict[str, Link]) -> Evidence:
     ({'ip': 7, 'para': 3, 'pay': 3}, 'cmp-a', 9, 3, 12, 3)
     >>> e.campaigns, e.campaign_strong
     ({'cmp-b': 9, 'cmp-a': 9}, 4)
+    >>> combine({"0": Link("x", None, {}, None, None, 0, 0, neighbours=[1, 2]),
+    ...          "1": Link("x", None, {}, None, None, 0, 1, neighbours=[2, 3])}, cap=4).neighbours
+    3
     """
     kinds: dict[str, int] = {}
     best: tuple[int, str] | None = None
@@ -88,6 +105,10 @@ def combine(by_source: dict[str, Link]) -> Evidence:
     strong = 0
     n = 0
     prefixes = 0
+    prompt_keys = 0
+    para_announced = 0
+    neighbours: set[int] = set()
+    full = False
     for v in by_source.values():
         for k, c in v.kinds.items():
             if k in SUMMED_KINDS:
@@ -104,9 +125,15 @@ def combine(by_source: dict[str, Link]) -> Evidence:
         n = max(n, v.requests)
         prefixes += v.shared_prefixes
         strong = max(strong, v.strong_members)
+        prompt_keys += v.prompt_keys
+        para_announced += v.para_announced
+        if cap is not None and len(v.neighbours) >= cap:
+            full = True
+        neighbours.update(v.neighbours)
     kinds = dict(sorted(kinds.items()))
+    nb = len(neighbours) if cap is None else cap if full else min(cap, len(neighbours))
     return Evidence(kinds, best[1] if best else None, best[0] if best else None, len(shared), n, prefixes,
-                    campaigns, strong)
+                    campaigns, strong, prompt_keys, para_announced, nb)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -115,6 +142,9 @@ class Evidence:
 
     ``kinds``: kind of shared evidence -> widest span in units (paraphrase keys: how many);
     ``shared_requests``: the account's requests whose prompt is shared with unrelated accounts;
+    ``neighbours``: accounts of other units that share one of its prompt, paraphrase or card
+    fingerprints (at most ``campaign_neighbours_cap``); with the counts, what decides campaign
+    membership (:meth:`PolicyProcessor.member`) the same way at any partition count;
     ``requests``: the account's requests as of the latest verdict; ``shared_prefixes``: client
     /24s it shares with unrelated accounts (a proxy pool shows as several); ``campaign_strong``:
     members of its campaign (the largest a partition sees) whose shared library is broad.
@@ -128,6 +158,30 @@ class Evidence:
     shared_prefixes: int = 0
     campaigns: dict[str, int] | None = None   # every campaign a partition attributes it to -> size
     campaign_strong: int = 0                  # members of its campaign with a broad shared library
+    prompt_keys: int = 0                      # exact prompt keys shared with unrelated units
+    para_announced: int = 0                   # paraphrase keys it announced (the share's denominator)
+    neighbours: int = 0                       # accounts of other units sharing its prompts or cards
+
+
+def counted_kinds(ev: Evidence, cfg: DetectorConfig) -> dict[str, int]:
+    """The kinds of shared evidence that count: ``ev.kinds`` without paraphrase keys below
+    ``para_min_links`` or below ``para_min_share`` of the keys the account announced (one or two
+    24-bit keys in common can be chance, and so can a heavy user's few out of thousands: campaign
+    members share a good part of theirs), and without timing keys below ``timing_min_links``.
+
+    >>> cfg = DetectorConfig()
+    >>> counted_kinds(Evidence({"para": 4, "ip": 5}, None, None, para_announced=100), cfg)
+    {'para': 4, 'ip': 5}
+    >>> counted_kinds(Evidence({"para": 4, "ip": 5}, None, None, para_announced=1000), cfg)
+    {'ip': 5}
+    """
+    kinds = dict(ev.kinds)
+    para = kinds.get("para", 0)
+    if para < cfg.para_min_links or para < cfg.para_min_share * ev.para_announced:
+        kinds.pop("para", None)
+    if kinds.get("tim", 0) < cfg.timing_min_links:
+        kinds.pop("tim", None)
+    return kinds
 
 
 def _detail(code: str, v: Any) -> str:
@@ -159,7 +213,8 @@ class PolicyAccount:
     # changelog: a list (slots 5 and 6 are unused, kept so older changelogs restore)
     def to_list(self) -> list[Any]:
         links = {p: [v.kinds, v.campaign_id, v.campaign_size, v.shared_requests, v.requests,
-                     v.shared_prefixes, v.strong_members] for p, v in self.links.items()}
+                     v.shared_prefixes, v.strong_members, v.prompt_keys, v.para_announced, v.neighbours]
+                 for p, v in self.links.items()}
         return [self.org, self.beh, self.reasons, self.window_start, links, None, None, self.action,
                 self.flag_cid, self.watermark, self.touch, self.extraction, self.requests]
 
@@ -169,7 +224,7 @@ class PolicyAccount:
         s.beh, s.reasons, s.action, s.flag_cid, s.watermark, s.touch = v[1], v[2], v[7], v[8], v[9], v[10]
         s.extraction = v[11] if len(v) > 11 else 0.0
         s.requests = v[12] if len(v) > 12 else 0
-        s.links = {p: Link(account, s.org, x[0], x[1], x[2], 0, int(p), *x[3:7]) for p, x in v[4].items()}
+        s.links = {p: Link(account, s.org, x[0], x[1], x[2], 0, int(p), *x[3:10]) for p, x in v[4].items()}
         return s
 
 
@@ -227,12 +282,12 @@ class PolicyProcessor:
         campaign.
         """
         cfg = self.cfg
-        cid, size = ev.campaign_id, ev.campaign_size
+        member = self.member(ev, kinds)
         nk = len(kinds)
         ce = cfg.campaign_evidence
-        if cid is not None:
+        if member:
             ec = min(ce["max"], ce["member"] + ce["per_kind"] * max(0, nk - 2)
-                     + ce["per_decade"] * math.log10(max(size or 1, 1)))
+                     + ce["per_decade"] * math.log10(ev.neighbours + 1))
         else:
             ec = min(ce["outside_max"], ce["outside_per_kind"] * nk)
         score = 1.0 - (1.0 - ec) * (1.0 - beh)
@@ -241,7 +296,10 @@ class PolicyProcessor:
         share_ok = d >= cfg.content_min_share * requests or d >= cfg.content_very_broad_requests
         content = d >= cfg.content_min_requests and share_ok
         broad = content and d >= cfg.content_broad_requests
-        strong = ev.campaign_strong >= cfg.campaign_strong_members
+        # a card shared with another unit (a pair is enough here: content already ties the
+        # account to its neighbours); what a strong campaign (members with broad libraries) used
+        # to add, seen from the account alone, so the same at any partition count
+        paired = kinds.get("pay", 0) >= cfg.card_pair_units
         infra = kinds.get("pay", 0) >= cfg.shared_card_units or ev.shared_prefixes >= cfg.proxy_pool_prefixes
         # synchronised timing: time-slot keys, each rare by chance (quiet hours, not busy ones),
         # shared with unrelated accounts. Like infrastructure it never enforces nor reviews
@@ -252,13 +310,14 @@ class PolicyProcessor:
             content = True  # a card or proxy pool shared with unrelated accounts that also share a prompt
         fresh = "FRESH_ACCOUNT" in codes
         enforce = max(score, cfg.throttle_score)
-        if cid is not None and (size or 0) >= cfg.campaign_min_size:
+        if member:
             if content and ((infra and extraction >= cfg.extraction_support)
                             or (timing and extraction >= cfg.timing_support_extraction)
-                            or ((broad or strong) and extraction >= cfg.extraction_broad)
+                            or ((broad or paired) and extraction >= cfg.extraction_broad)
+                            or (extraction >= cfg.extraction_extreme and requests >= cfg.extraction_extreme_min_requests)
                             or d >= cfg.content_very_broad_requests):
                 return ("suspend" if score >= cfg.suspend_score else "throttle"), enforce
-            if ((content and (infra or broad or strong or timing))
+            if ((content and (infra or broad or paired or timing))
                     or (infra and extraction >= cfg.extraction_support
                         and len(ASSET_KINDS.intersection(kinds)) >= 2)):
                 # coordinated, but short of enforcement: a person looks (infrastructure alone
@@ -282,18 +341,33 @@ class PolicyProcessor:
             return "review", score
         return None, score
 
+    def member(self, ev: Evidence, kinds: dict[str, int]) -> bool:
+        """Whether the account is a campaign member, from the evidence of every campaign-stage
+        partition added up (so the same at any partition count): shared evidence of
+        ``campaign_min_kinds`` kinds, one of them a prompt, paraphrase or card — or
+        ``campaign_min_templates`` prompt keys (exact or paraphrase) on their own — and at least
+        ``campaign_min_size`` - 1 accounts of other units sharing its prompts or cards. ``kinds``
+        is ``ev.kinds`` without the paraphrase and timing keys that do not count (:meth:`decide`).
+
+        The campaign id in a flag is a label: the campaign stage's union of evidence groups, as
+        the largest campaign one of its partitions sees; it decides nothing.
+        """
+        cfg = self.cfg
+        counted = [k for k in kinds if k not in SUPPORT_ONLY_KINDS]
+        templates = ev.prompt_keys + kinds.get("para", 0)
+        qualified = ((len(counted) >= cfg.campaign_min_kinds and any(k in counted for k in STRONG_KINDS))
+                     or templates >= cfg.campaign_min_templates)
+        return qualified and ev.neighbours >= cfg.campaign_min_size - 1
+
     def decide(self, acct: str, s: PolicyAccount) -> bytes | None:
         prev, prev_cid, w = s.action, s.flag_cid, s.watermark
-        ev = combine(s.links)
+        ev = combine(s.links, self.cfg.campaign_neighbours_cap)
         if prev_cid is not None and ev.campaigns and prev_cid in ev.campaigns and prev_cid != ev.campaign_id:
             # several campaign-stage partitions each see part of a campaign (under their own ids):
             # keep the campaign the account was flagged with while a partition still sees it
             ev = dataclasses.replace(ev, campaign_id=prev_cid, campaign_size=ev.campaigns[prev_cid])
-        kinds, cid, size = ev.kinds, ev.campaign_id, ev.campaign_size
-        if kinds.get("para", 0) < self.cfg.para_min_links:
-            kinds.pop("para", None)  # one or two 24-bit keys in common can be chance
-        if kinds.get("tim", 0) < self.cfg.timing_min_links:
-            kinds.pop("tim", None)   # one timing band in common can be chance
+        cid, size = ev.campaign_id, ev.campaign_size
+        kinds = counted_kinds(ev, self.cfg)
         action, score = self.judge(ev, kinds, s.beh, s.extraction, max(s.requests, ev.requests),
                                    {r[0] for r in s.reasons})
         if action is None:
@@ -301,7 +375,10 @@ class PolicyProcessor:
         if prev is not None:
             if ACTION_RANK[prev] > ACTION_RANK[action]:
                 action = prev
-            if action == prev and (cid is None or cid == prev_cid):
+            if action == prev and (cid is None or prev_cid is not None):
+                # the same action again: re-flagged only to name a campaign the last flag could
+                # not (campaign ids are the campaign-stage partitions' labels; several partitions'
+                # views of one campaign, and merges, must not multiply flags)
                 return None
         s.action, s.flag_cid = action, cid
         reasons = []

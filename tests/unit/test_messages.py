@@ -31,7 +31,13 @@ def test_wire_keys_are_the_documented_short_keys() -> None:
     assert list(orjson.loads(SAMPLES[0].encode())) == ["k", "f", "a", "o", "t", "w", "n", "c"]
     assert list(orjson.loads(SAMPLES[2].encode())) == ["k", "a", "o", "b", "r", "x", "w", "ws", "n"]
     assert list(orjson.loads(SAMPLES[3].encode())) == [
-        "k", "a", "o", "kinds", "cid", "size", "w", "p", "sr", "n", "ipn", "cs"]
+        "k", "a", "o", "kinds", "cid", "size", "w", "p", "sr", "n", "ipn", "cs", "pk", "pa", "nb"]
+
+
+def test_a_verdict_written_before_the_neighbour_counts_still_decodes() -> None:
+    old = b'{"k":"link","a":"a1","o":null,"kinds":{"ip":3},"cid":null,"size":null,"w":9,"p":2,"sr":[],"n":4,"ipn":3,"cs":0}'
+    m = decode(old)
+    assert isinstance(m, Link) and (m.prompt_keys, m.para_announced, m.neighbours) == (0, 0, [])
 
 
 def test_unknown_kind_is_an_error() -> None:

@@ -19,7 +19,7 @@ from consumers.core.campaign_stage import CampaignProcessor, kind_of
 from consumers.core.config import DAY_MS, DetectorConfig
 from consumers.core.features import paraphrase_keys, prompt_keys
 from consumers.core.messages import Behaviour, FingerprintSeen, Link, decode
-from consumers.core.policy import PolicyProcessor
+from consumers.core.policy import PolicyProcessor, combine, counted_kinds
 from consumers.core.stage import Record
 from tests.eventgen import valid_event
 from tests.unit.test_core_stages import latest_links, obs
@@ -133,6 +133,7 @@ def test_paraphrase_evidence_counts_only_in_numbers(n_keys: int) -> None:
     out += _para_campaign(cp, accts, keys, 1_000)
     last = latest_links(out)
     assert all(last[a]["kinds"].get("para") == n_keys for a in accts)  # reported: the policy adds them up
+    assert all(last[a]["pa"] == n_keys for a in accts)                  # ... and the keys each announced
     if n_keys < 3:   # one or two 24-bit keys in common can be chance: not a kind, no campaign
         assert all(last[a]["cid"] is None for a in accts)
     else:
@@ -159,10 +160,19 @@ def test_chance_collisions_of_a_heavy_account_are_not_evidence() -> None:
     heavy = [obs(f"q567:{i:06x}", "heavy", None, 2_000) for i in range(1_000)]
     out += cp.process(heavy + [obs(k, "heavy", None, 3_000) for k in keys[:4]])
     last = latest_links(out)
-    assert "para" not in last["heavy"]["kinds"] and last["heavy"]["cid"] is None
+    # the campaign stage reports the counts (the policy adds them up over partitions and tests
+    # the share there) and does not make the heavy account a campaign member
+    assert last["heavy"]["kinds"]["para"] == 4 and last["heavy"]["pa"] == 1_004 and last["heavy"]["cid"] is None
+    assert not _para_counts(cfg, last["heavy"])
     # control: the same four links from a light account count
     out += cp.process([obs(k, "light", None, 4_000) for k in keys[:4]])
-    assert latest_links(out)["light"]["kinds"].get("para") == 4
+    light = latest_links(out)["light"]
+    assert light["kinds"].get("para") == 4 and light["pa"] == 4 and _para_counts(cfg, light)
+
+
+def _para_counts(cfg: DetectorConfig, link: dict[str, Any]) -> bool:
+    """Whether the policy counts the paraphrase keys of one partition's verdict as evidence."""
+    return "para" in counted_kinds(combine({"0": Link.from_dict(link)}), cfg)
 
 
 def _two_campaigns(cp: CampaignProcessor) -> tuple[list[Record], list[str], list[str], list[str]]:
@@ -220,12 +230,15 @@ def test_creation_wave_unites_only_with_a_rare_client(rare_client: bool) -> None
 def _decide(by_partition: dict[str, dict[str, Any]], codes: list[str], extraction: float,
             cid: str | None = None, size: int | None = None, n: int = 9) -> dict[str, Any] | None:
     """The policy's last flag for one account: a behaviour summary, then one campaign-stage verdict
-    per partition (``{"kinds": ..., "sr": [shared-content request numbers], "ipn": shared /24s}``)."""
+    per partition (``{"kinds": ..., "sr": [shared-content request numbers], "ipn": shared /24s,
+    "nb": accounts sharing its evidence (default: ``size``, or none without a campaign)}``)."""
     pp = PolicyProcessor(DetectorConfig(), "test")
     recs = [Record("verdicts", b"x", Behaviour("x", None, 0.4, [[c, 1] for c in codes], extraction, 10, 1, n).encode())]
     for p, v in by_partition.items():
+        nb = v.get("nb", min(size or 0, 32))
         recs.append(Record("verdicts", b"x", Link(
-            "x", None, v["kinds"], cid, size, 11, int(p), v.get("sr", []), n, v.get("ipn", 0), v.get("cs", 0)).encode()))
+            "x", None, v["kinds"], cid, size, 11, int(p), v.get("sr", []), n, v.get("ipn", 0), v.get("cs", 0),
+            v["kinds"].get("prompt", 0), 0, [int(p) * 1000 + i for i in range(nb)]).encode()))
     out = pp.process(recs)
     return orjson.loads(out[-1].value) if out else None
 
@@ -262,10 +275,14 @@ def test_policy_adds_paraphrase_links_across_partitions() -> None:
     ({"kinds": {"prompt": 30}, "sr": list(range(12))}, [], 0.35, "enforce"),
     ({"kinds": {"prompt": 30}, "sr": list(range(11))}, [], 0.35, None),
     ({"kinds": {"prompt": 30}, "sr": list(range(12))}, [], 0.1, "review"),
-    # a little shared content in a *strong* campaign (several members with a broad library)
-    ({"kinds": {"prompt": 3}, "sr": [1, 2, 3], "cs": 3}, [], 0.35, "enforce"),
-    ({"kinds": {"prompt": 3}, "sr": [1, 2, 3], "cs": 2}, [], 0.35, None),
-    ({"kinds": {"prompt": 3}, "sr": [1, 2, 3], "cs": 3}, [], 0.1, "review"),
+    # a little shared content with a card shared with another unit (campaigns pay in pairs)
+    ({"kinds": {"prompt": 3, "pay": 2}, "sr": [1, 2, 3]}, [], 0.35, "enforce"),
+    ({"kinds": {"prompt": 3}, "sr": [1, 2, 3]}, [], 0.35, None),
+    ({"kinds": {"prompt": 3, "pay": 2}, "sr": [1, 2, 3]}, [], 0.1, "review"),
+    # a strong campaign (members with a broad library) is a label: it decides nothing
+    ({"kinds": {"prompt": 3}, "sr": [1, 2, 3], "cs": 3}, [], 0.35, None),
+    # ... and so is the campaign id: too few accounts share the account's evidence
+    ({"kinds": {"prompt": 30}, "sr": list(range(20)), "nb": 3}, [], 0.0, None),
     ({"kinds": {"prompt": 30}, "sr": list(range(19))}, [], 0.0, "review"),
     ({"kinds": {"prompt": 30}, "sr": list(range(20))}, [], 0.0, "enforce"),
 ])
@@ -276,6 +293,16 @@ def test_campaign_member_enforced_on_content_not_on_infrastructure(
     assert got == action, f
     if f is not None:
         assert f["campaign_id"] == "cmp-big"
+
+
+@pytest.mark.parametrize(("extraction", "n", "enforced"), [(0.85, 30, True), (0.85, 29, False), (0.75, 60, False)])
+def test_an_extreme_extraction_profile_makes_a_little_content_enough(extraction: float, n: int, enforced: bool) -> None:
+    """Light members of a campaign with no infrastructure in common and no broad library: three
+    shared prompts are enough once nearly every request targets capabilities with elicitation —
+    a profile measured over extraction_extreme_min_requests requests, not a handful."""
+    f = _decide({"0": {"kinds": {"prompt": 3, "para": 4}, "sr": [1, 2, 3]}}, ["CAPABILITY_CONCENTRATION"], extraction,
+                cid="cmp-big", size=40, n=n)
+    assert (f is not None and f["action"] in ("throttle", "suspend")) == enforced, f
 
 
 def test_content_must_be_a_share_of_the_account_requests() -> None:

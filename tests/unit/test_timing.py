@@ -203,10 +203,12 @@ def test_timing_counts_add_up_across_partitions() -> None:
 
 
 def _judge(kinds: dict[str, int], d: int, extraction: float, cid: bool = True) -> str | None:
+    """``cid``: the account is a campaign member (40 accounts share its prompts), or alone."""
     cfg = DetectorConfig()
     pp = PolicyProcessor(cfg, "t")
     ev = combine({"0": Link("a", None, kinds, "cmp-x" if cid else None, 40 if cid else None, 0,
-                            shared_requests=list(range(d)), requests=200)})
+                            shared_requests=list(range(d)), requests=200, prompt_keys=kinds.get("prompt", 0),
+                            neighbours=list(range(40 if cid else 0)))}, cfg.campaign_neighbours_cap)
     k = dict(ev.kinds)
     if k.get("tim", 0) < cfg.timing_min_links:
         k.pop("tim", None)
@@ -224,7 +226,7 @@ def test_timing_makes_a_little_content_enough_with_some_profile() -> None:
     enough = cfg.timing_min_links
     assert _judge({"tim": enough, "prompt": 5}, 6, cfg.timing_support_extraction + 0.05) in ("throttle", "suspend")
     assert _judge({"prompt": 5}, 6, cfg.timing_support_extraction + 0.05) is None          # without timing
-    assert _judge({"tim": enough - 1, "prompt": 5}, 6, 0.9) is None                      # a few bands: chance
+    assert _judge({"tim": enough - 1, "prompt": 5}, 6, 0.5) is None                      # a few bands: chance
     assert _judge({"tim": enough, "prompt": 5}, 6, cfg.timing_support_extraction - 0.05) == "review"  # no lean
     assert _judge({"tim": enough, "prompt": 5}, 1, 0.9) is None                          # one prompt is not content
     assert _judge({"tim": enough, "prompt": 5}, 6, 0.9, cid=False) is None               # no campaign: never
