@@ -281,8 +281,8 @@ class CampaignProcessor:
                 out.append(Record(topic="verdicts", key=r.key, value=r.value))
                 continue
             self.counters["observations"] += 1
-            o = FingerprintSeen.from_dict(m)
-            self._observe(out, o.fingerprint, sys.intern(o.account), o.org, o.ts, o.watermark, o.request, o.card)
+            fp, acct, org, ts, wm, n, card = FingerprintSeen.unpack(m)
+            self._observe(out, fp, sys.intern(acct), org, ts, wm, n, card)
         return out
 
     def _observe(self, out: list[Record], fp: str, acct: str, org: str | None, ts: int, w: int,

@@ -63,7 +63,17 @@ class FingerprintSeen:
 
     @classmethod
     def from_dict(cls, m: dict[str, Any]) -> FingerprintSeen:
-        return cls(m["f"], m["a"], m["o"], m["t"], m.get("w", 0), m.get("n", 0), m.get("c"))
+        return cls(*cls.unpack(m))
+
+    @staticmethod
+    def unpack(m: dict[str, Any]) -> tuple[str, str, str | None, int, int, int, str | None]:
+        """The fields of a decoded message, in declaration order, without building the object:
+        the campaign stage's hot path (one per observation; the object cost ~5% of the pipeline).
+
+        >>> FingerprintSeen.unpack({"k": "fp", "f": "pay:c1", "a": "x", "o": None, "t": 5})
+        ('pay:c1', 'x', None, 5, 0, 0, None)
+        """
+        return m["f"], m["a"], m["o"], m["t"], m.get("w", 0), m.get("n", 0), m.get("c")
 
 
 def fingerprint_tail(account: str, org: str | None, ts: int, watermark: int, request: int,
