@@ -64,14 +64,8 @@ from typing import Any
 import orjson
 
 from consumers.core.config import DetectorConfig
-from consumers.core.messages import (
-    STRONG_KINDS,
-    SUMMED_KINDS,
-    SUPPORT_ONLY_KINDS,
-    Behaviour,
-    FingerprintSeen,
-    Link,
-)
+from consumers.core.evidence import STRONG_KINDS, SUPPORT_ONLY_KINDS, para_counts, qualifies
+from consumers.core.messages import SUMMED_KINDS, Behaviour, FingerprintSeen, Link
 from consumers.core.stage import Record
 
 META_KEY = b"__meta__"
@@ -485,27 +479,19 @@ class CampaignProcessor:
                         return top
         return n
 
-    def _para_share_ok(self, a: AccountLinks) -> bool:
-        """Enough of the account's paraphrase keys are shared: a campaign member shares a good part
-        of them (templates), an honest heavy user only the few that collide by chance."""
-        n = a.kc.get("para", 0)
-        return n > 0 and n >= self.cfg.para_min_share * a.pa
-
     def _counted(self, a: AccountLinks) -> list[str]:
-        """The kinds of evidence that count: paraphrase keys only once there are several, and a
-        share of the account's own (see :meth:`_para_share_ok`)."""
+        """The kinds of evidence that count on this partition: timing never (support only),
+        paraphrase keys per :func:`~consumers.core.evidence.para_counts`."""
         kc = a.kc
         return [k for k in kc if k not in SUPPORT_ONLY_KINDS
-                and (k != "para" or (kc[k] >= self.cfg.para_min_links and self._para_share_ok(a)))]
+                and (k != "para" or para_counts(kc[k], a.pa, self.cfg))]
 
     def _evaluate(self, out: list[Record], acct: str, a: AccountLinks, w: int, new_fp: str | None = None) -> None:
         cfg = self.cfg
         kc = a.kc
         counted = self._counted(a)
         templates = kc.get("prompt", 0) + (kc.get("para", 0) if "para" in counted else 0)
-        qualified = ((len(counted) >= cfg.campaign_min_kinds and any(k in counted for k in STRONG_KINDS))
-                     or templates >= cfg.campaign_min_templates)
-        if qualified:
+        if qualifies(counted, templates, cfg):
             # unite only through campaign-specific assets (templates, cards, proxy prefixes):
             # client strings are shared by unrelated campaigns and people
             unites = [k for k in UNION_KINDS if k in counted]

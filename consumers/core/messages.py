@@ -176,12 +176,6 @@ class Link:
 #: units: one 24-bit paraphrase key or one timing band can collide by chance, their number is the
 #: evidence (and the policy adds it up across campaign-stage partitions)
 SUMMED_KINDS = ("para", "tim")
-#: kinds specific to a campaign (its templates, its cards): one of them is needed to make a
-#: campaign member, and an account's neighbours are the accounts it shares one of them with
-STRONG_KINDS = ("prompt", "para", "pay")
-#: kinds that never make a campaign member nor unite campaigns: synchronised timing
-#: (consumers/core/timing.py) is shared by honest cohorts too; it only supports content (policy)
-SUPPORT_ONLY_KINDS = ("tim",)
 
 Message = FingerprintSeen | Behaviour | Link
 _BY_KIND: dict[str, Any] = {c.KIND: c for c in (FingerprintSeen, Behaviour, Link)}

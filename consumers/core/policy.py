@@ -41,14 +41,8 @@ import orjson
 
 from consumers.contract.flags import ACTION_RANK, flag_id_for
 from consumers.core.config import DetectorConfig
-from consumers.core.messages import (
-    STRONG_KINDS,
-    SUMMED_KINDS,
-    SUPPORT_ONLY_KINDS,
-    Behaviour,
-    Link,
-    decode,
-)
+from consumers.core.evidence import para_counts, qualifies
+from consumers.core.messages import SUMMED_KINDS, Behaviour, Link, decode
 from consumers.core.stage import Record
 
 #: kinds of shared infrastructure that are a campaign's own assets — client /24s, cards, sign-up
@@ -176,8 +170,7 @@ def counted_kinds(ev: Evidence, cfg: DetectorConfig) -> dict[str, int]:
     {'ip': 5}
     """
     kinds = dict(ev.kinds)
-    para = kinds.get("para", 0)
-    if para < cfg.para_min_links or para < cfg.para_min_share * ev.para_announced:
+    if not para_counts(kinds.get("para", 0), ev.para_announced, cfg):
         kinds.pop("para", None)
     if kinds.get("tim", 0) < cfg.timing_min_links:
         kinds.pop("tim", None)
@@ -343,21 +336,17 @@ class PolicyProcessor:
 
     def member(self, ev: Evidence, kinds: dict[str, int]) -> bool:
         """Whether the account is a campaign member, from the evidence of every campaign-stage
-        partition added up (so the same at any partition count): shared evidence of
-        ``campaign_min_kinds`` kinds, one of them a prompt, paraphrase or card — or
-        ``campaign_min_templates`` prompt keys (exact or paraphrase) on their own — and at least
-        ``campaign_min_size`` - 1 accounts of other units sharing its prompts or cards. ``kinds``
+        partition added up (so the same at any partition count): evidence that
+        :func:`~consumers.core.evidence.qualifies` (the rule the campaign stage applies per
+        partition for its labels) and at least ``campaign_min_size`` - 1 accounts of other units
+        sharing its prompts or cards. ``kinds``
         is ``ev.kinds`` without the paraphrase and timing keys that do not count (:meth:`decide`).
 
         The campaign id in a flag is a label: the campaign stage's union of evidence groups, as
         the largest campaign one of its partitions sees; it decides nothing.
         """
-        cfg = self.cfg
-        counted = [k for k in kinds if k not in SUPPORT_ONLY_KINDS]
-        templates = ev.prompt_keys + kinds.get("para", 0)
-        qualified = ((len(counted) >= cfg.campaign_min_kinds and any(k in counted for k in STRONG_KINDS))
-                     or templates >= cfg.campaign_min_templates)
-        return qualified and ev.neighbours >= cfg.campaign_min_size - 1
+        return (qualifies(kinds, ev.prompt_keys + kinds.get("para", 0), self.cfg)
+                and ev.neighbours >= self.cfg.campaign_min_size - 1)
 
     def decide(self, acct: str, s: PolicyAccount) -> bytes | None:
         prev, prev_cid, w = s.action, s.flag_cid, s.watermark
