@@ -47,7 +47,12 @@ from consumers.core.features import (
     prompt_key_ints,
     prompt_key_name,
 )
-from consumers.core.messages import Behaviour, encode_fingerprint, fingerprint_tail
+from consumers.core.messages import (
+    Behaviour,
+    encode_fingerprint,
+    encode_plain_fingerprint,
+    fingerprint_tail,
+)
 from consumers.core.models.behaviour import BehaviourModel
 from consumers.core.prompt_memory import KeySet
 from consumers.core.stage import Record
@@ -172,6 +177,7 @@ class AccountProcessor:
         self._tail_of: tuple[str, int, int, int, str | None] | None = None  # (account, ts, watermark, n, card) of _tail
         self._card: str | None = None     # payment fingerprint of the request being processed
         self._tail = b""
+        self._prompt_mask = cfg.prompt_sample - 1  # PromptMemory.use: a key k is in the sample when k & mask == 0
         self.timing = SlotSketch(cfg.timing_slot_ms, cfg.timing_window_slots, cfg.timing_epoch_ms,
                                  cfg.timing_bands, cfg.timing_rows, cfg.timing_min_slots,
                                  cfg.timing_max_density, cfg.seed, cfg.timing_max_chance,
@@ -298,12 +304,13 @@ class AccountProcessor:
                   and st.first < released                  # the account predates it: it *moved*
                   and ts - released <= self.cfg.model_switch_ms and st.switch_h < 0):
                 st.switch_h = round((ts - released) / HOUR_MS, 1)
-        # prompts: announce the keys in the consistent sample at first use, and any key the account
-        # itself repeats, with the request that first used it, so the campaign stage counts a
-        # reused prompt once (PromptMemory.use)
-        announce, reused = st.prompts.use(prompt_key_ints(ev["prompt_simhash"]), st.n)
+        # prompts: announce the keys in the consistent sample (1/prompt_sample) at first use, and any
+        # key the account itself repeats, each with its template's first use, so the campaign stage
+        # counts a reused or near-duplicate prompt once (PromptMemory.use)
+        announce, reused = st.prompts.use(prompt_key_ints(ev["prompt_simhash"]), st.n, self._prompt_mask)
         for k, first in announce:
-            self._announce(out, st, acct, prompt_key_name(k), ts, prompt=True, first=first)
+            kb = prompt_key_name(k).encode()
+            out.append(Record("observations", kb, encode_plain_fingerprint(kb, self._tail_for(st, acct, ts, first))))
         if reused:
             st.reuse += 1
         # every account also announces paraphrase-tolerant keys (each once), up to a daily budget:
@@ -318,7 +325,8 @@ class AccountProcessor:
                 for k in paraphrase_key_ints(ev["prompt_simhash"], self.cfg.para_sample):
                     if para.add(k):
                         st.para_left -= 1
-                        self._announce(out, st, acct, paraphrase_key_name(k), ts, prompt=True)
+                        kb = paraphrase_key_name(k).encode()
+                        out.append(Record("observations", kb, encode_plain_fingerprint(kb, self._tail_for(st, acct, ts, st.n))))
                 para.trim()
 
     def _announce(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int,
@@ -328,15 +336,18 @@ class AccountProcessor:
                 self.counters["fingerprint_cap"] += 1
                 return
             st.fps[fp] = None
-        # a FingerprintSeen: all but the fingerprint is the same for every fingerprint of one
-        # request, so that tail is serialised once per request
+        out.append(Record(topic="observations", key=fp.encode(),
+                          value=encode_fingerprint(fp, self._tail_for(st, acct, ts, st.n if first is None else first))))
+
+    def _tail_for(self, st: AccountState, acct: str, ts: int, n: int) -> bytes:
+        """A FingerprintSeen's tail: all but the fingerprint is the same for every fingerprint of
+        one request, so it is serialised once per request (and first use)."""
         w = max(self.watermark, ts)
-        n = st.n if first is None else first
         key = (acct, ts, w, n, self._card)
         if self._tail_of != key:
             self._tail_of = key
             self._tail = fingerprint_tail(acct, st.org, ts, w, n, self._card)
-        out.append(Record(topic="observations", key=fp.encode(), value=encode_fingerprint(fp, self._tail)))
+        return self._tail
 
     def _tick(self, out: list[Record]) -> None:
         """Score the accounts active since the last tick (sorted: order never depends on hashing)."""

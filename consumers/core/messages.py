@@ -88,6 +88,18 @@ def encode_fingerprint(fingerprint: str, tail: bytes) -> bytes:
     return b'{"k":"fp","f":' + orjson.dumps(fingerprint) + tail
 
 
+def encode_plain_fingerprint(fingerprint: bytes, tail: bytes) -> bytes:
+    """:func:`encode_fingerprint` of a fingerprint that needs no JSON escaping (prompt,
+    paraphrase and timing keys: ``[a-z0-9:.]``), given as the bytes it is keyed by: the account
+    stage's hot path, one per announced content key.
+
+    >>> tail = fingerprint_tail("a", None, 1, 1, 1, None)
+    >>> encode_plain_fingerprint(b"p0:01234567", tail) == encode_fingerprint("p0:01234567", tail)
+    True
+    """
+    return b'{"k":"fp","f":"' + fingerprint + b'"' + tail
+
+
 @dataclass(slots=True)
 class Behaviour:
     """An account's behaviour summary (account stage → campaign stage → policy, keyed by account).

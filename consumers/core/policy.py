@@ -305,7 +305,7 @@ class PolicyProcessor:
         enforce = max(score, cfg.throttle_score)
         if member:
             if content and ((infra and extraction >= cfg.extraction_support)
-                            or (timing and extraction >= cfg.timing_support_extraction)
+                            or (timing and (extraction >= cfg.timing_support_extraction or paired or infra))
                             or ((broad or paired) and extraction >= cfg.extraction_broad)
                             or (extraction >= cfg.extraction_extreme and requests >= cfg.extraction_extreme_min_requests)
                             or d >= cfg.content_very_broad_requests):

@@ -61,14 +61,22 @@ class PromptMemory:
         self.first: dict[int, int] = {}  # key -> request of its first use (negative once announced)
         self.capacity = capacity         # keys; past it, the older half is forgotten
 
-    def use(self, keys: Sequence[int], request: int) -> tuple[list[tuple[int, int]], bool]:
+    def use(self, keys: Sequence[int], request: int, mask: int = 0xF
+            ) -> tuple[list[tuple[int, int]], bool]:
         """Request ``request`` sends a prompt with these six pair keys: the keys to announce now,
-        each with the request of its first use, and whether the prompt reuses a remembered key.
+        each with the request of its *template's* first use, and whether the prompt reuses a
+        remembered key.
 
-        A new key is announced at once when it is in the consistent sample (its last hex digit
-        is 0: the same 1/16 of all keys for every account, so accounts sharing a template meet on
-        it at first use); any other is remembered, and announced — with its first use — once the
-        account sends it again.
+        A new key is announced at once when it is in the consistent sample (``key & mask`` is 0:
+        with the default mask, its last hex digit is 0 — the same 1/16 of all keys for every
+        account, so accounts sharing a template meet on it at first use); any other is
+        remembered, and announced once the account sends it again.
+
+        A prompt that shares a key with one the account sent before (within 2 SimHash bits of
+        it) is another use of the same template: every key it announces carries the earliest
+        first use among the keys it shares, so the campaign stage counts the account's
+        *templates*, not its uses — a cohort member resending a starter prompt with a few bits
+        flipped shows one shared prompt, not one per resend.
 
         >>> m = PromptMemory()
         >>> keys = (0x0_01234560, 0x1_01238001, 0x2_0123CDE2, 0x3_45678003, 0x4_4567CDE4, 0x5_8000CDE5)
@@ -78,23 +86,38 @@ class PromptMemory:
         [('0x101238001', 1), ('0x20123cde2', 1), ('0x345678003', 1), ('0x44567cde4', 1), ('0x58000cde5', 1)]
         >>> m.use(keys, 3)
         ([], True)
+
+        A near-duplicate (keys 0, 1 and 5 changed, all three in the sample) announces its new keys
+        with the template's first use, 1, not with its own request, 4:
+
+        >>> near = (0x0_01234570, 0x1_01238010, 0x2_0123CDE2, 0x3_45678003, 0x4_4567CDE4, 0x5_8000CD00)
+        >>> [(hex(k), first) for k, first in m.use(near, 4)[0]]
+        [('0x1234570', 1), ('0x101238010', 1), ('0x58000cd00', 1)]
         """
         pk = self.first
+        got = [pk.get(k) for k in keys]
         out: list[tuple[int, int]] = []
-        reused = False
-        for k in keys:
-            s = pk.get(k)
-            if s is None:
-                if not k & 0xF:
+        if got.count(None) == len(got):  # a new prompt (most are): no template to look up
+            reused = False
+            for k in keys:
+                if k & mask:
+                    pk[k] = request
+                else:
                     pk[k] = -request
                     out.append((k, request))
-                else:
-                    pk[k] = request
-            else:
-                reused = True
-                if s > 0:
+        else:
+            reused = True
+            first = min(-s if s < 0 else s for s in got if s is not None)
+            for k, s in zip(keys, got, strict=True):
+                if s is None:
+                    if not k & mask:
+                        pk[k] = -first
+                        out.append((k, first))
+                    else:
+                        pk[k] = first
+                elif s > 0:
                     pk[k] = -s
-                    out.append((k, s))
+                    out.append((k, first))
         if len(pk) > self.capacity:
             # the newer half, in order of first use (rebuilt at once: deleting a dict's oldest
             # keys one by one makes every later next(iter()) scan the dead slots)

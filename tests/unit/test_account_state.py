@@ -75,54 +75,81 @@ def test_changelog_of_an_earlier_version_restores() -> None:
     assert back.para is not None and paraphrase_key_ints("91b7584a2265b1f5", 1)[0] in back.para
 
 
-def _reference(events: list[tuple[str, int]], cap: int) -> list[tuple[int, str, int]]:
-    """The per-key dict the account stage kept before PromptMemory: what it announced."""
+def _per_key(events: list[tuple[str, int]], cap: int, mask: int = 0xF, template: bool = True
+             ) -> list[tuple[int, str, int]]:
+    """A plain per-key dict, as the account stage kept before PromptMemory: what it announces.
+    With ``template``, every key a prompt announces carries the earliest first use among the keys
+    it shares with the account's earlier prompts (its template's); without, its own key's."""
     pk: dict[int, int] = {}
     out = []
     for h, n in events:
-        for k in prompt_key_ints(h):
+        keys = prompt_key_ints(h)
+        seen = [abs(pk[k]) for k in keys if k in pk]
+        first = min(seen) if template and seen else n
+        for k in keys:
             s = pk.get(k)
             if s is None:
-                if not k & 0xF:
-                    pk[k] = -n
-                    out.append((n, prompt_key_name(k), n))
+                if not k & mask:
+                    pk[k] = -first
+                    out.append((n, prompt_key_name(k), first))
                 else:
-                    pk[k] = n
+                    pk[k] = first
             elif s > 0:
                 pk[k] = -s
-                out.append((n, prompt_key_name(k), s))
+                out.append((n, prompt_key_name(k), first if template else s))
         if len(pk) > cap:
             items = list(pk.items())
             pk = dict(items[len(items) - cap // 2:])
     return out
 
 
-def _compact(events: list[tuple[str, int]], cap: int) -> list[tuple[int, str, int]]:
+def _compact(events: list[tuple[str, int]], cap: int, mask: int = 0xF) -> list[tuple[int, str, int]]:
     """The same with PromptMemory.use, as the account stage calls it."""
     pm = PromptMemory(cap)
     out = []
     for h, n in events:
-        announce, _ = pm.use(prompt_key_ints(h), n)
+        announce, _ = pm.use(prompt_key_ints(h), n, mask)
         out += [(n, prompt_key_name(k), first) for k, first in announce]
         assert len(pm) <= cap
     return out
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_prompt_memory_announces_exactly_what_the_per_key_dict_did(seed: int) -> None:
+def _library_events(seed: int, flips: tuple[int, ...] = (0, 0, 1, 2, 8), fresh: float = 0.3,
+                    templates: int = 60) -> tuple[list[int], list[tuple[str, int]]]:
     rng = random.Random(seed)
-    library = [rng.getrandbits(64) for _ in range(60)]
+    library = [rng.getrandbits(64) for _ in range(templates)]
     events = []
     for n in range(1, 1500):
         h = rng.choice(library)
-        for _ in range(rng.choice((0, 0, 1, 2, 8))):  # the same prompt, a near-duplicate, a paraphrase
+        for _ in range(rng.choice(flips)):  # the same prompt, a near-duplicate, a paraphrase
             h ^= 1 << rng.randrange(64)
-        if rng.random() < 0.3:
+        if rng.random() < fresh:
             h = rng.getrandbits(64)
         events.append((f"{h:016x}", n))
-    want = _reference(events, 64)
+    return library, events
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("mask", [0xF, 0x3])
+def test_prompt_memory_announces_what_a_per_key_dict_does(seed: int, mask: int) -> None:
+    _, events = _library_events(seed)
+    want = _per_key(events, 64, mask)
     assert len(want) > 100 and any(first != n for n, _, first in want)  # reuse happened
-    assert _compact(events, 64) == want
+    assert _compact(events, 64, mask) == want
+    # the same keys at the same requests as without template counting: only the first uses differ
+    before = _per_key(events, 64, mask, template=False)
+    assert [(n, k) for n, k, _ in want] == [(n, k) for n, k, _ in before]
+
+
+def test_prompt_memory_counts_templates_not_near_duplicate_uses() -> None:
+    # a cohort member resending its 5 starter prompts 80 times, each within 2 bits of its starter:
+    # announcements name a handful of first uses (two uses 4 bits apart may share no key, so a
+    # starter can start two chains), where per-key first uses named one per resend
+    for seed in range(5):
+        library, events = _library_events(seed, flips=(1, 2), fresh=0.0, templates=5)
+        events = events[:80]
+        assert len({first for _, _, first in _compact(events, 512, 0x3)}) <= 2 * len(library)
+        assert len({first for _, _, first in _per_key(events, 512, 0x3, template=False)}) > 4 * len(library)
 
 
 def test_key_set_forgets_the_older_half_past_capacity() -> None:

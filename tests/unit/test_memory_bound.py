@@ -72,3 +72,19 @@ def test_a_million_distinct_fingerprints_stay_under_the_cap() -> None:
     assert proc.counters["observations"] == N
     assert proc.counters["groups_evicted"] >= N - CAP  # reported
     assert grown < warm * 0.10, f"live blocks grew by {grown:,} (from {warm:,}) after the cap was reached"
+
+
+def test_past_the_cap_singles_are_forgotten_before_groups() -> None:
+    # a fingerprint two accounts showed (a group: evidence) outlives a flood of fingerprints one
+    # account each showed, though it is the least recently observed; singles go first
+    cap = 100
+    proc = CampaignProcessor(DetectorConfig(max_fingerprints_per_partition=cap))
+
+    def seen(fp: str, acct: str, ts: int) -> Record:
+        return Record("observations", None, FingerprintSeen(fp, acct, None, ts, ts).encode(), 0, ts)
+
+    proc.process([seen("pay:shared", "a", T0), seen("pay:shared", "b", T0 + 1)])
+    proc.process([seen(f"p0:{i:08x}", f"x{i}", T0 + 10 + i) for i in range(5 * cap)])
+    assert "pay:shared" in proc.groups
+    assert len(proc.groups) + len(proc.singles) <= cap
+    assert f"p0:{5 * cap - 1:08x}" in proc.singles and "p0:00000000" not in proc.singles

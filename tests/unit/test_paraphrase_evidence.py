@@ -295,7 +295,10 @@ def test_campaign_member_enforced_on_content_not_on_infrastructure(
         assert f["campaign_id"] == "cmp-big"
 
 
-@pytest.mark.parametrize(("extraction", "n", "enforced"), [(0.85, 30, True), (0.85, 29, False), (0.75, 60, False)])
+_XMIN = DetectorConfig().extraction_extreme_min_requests
+
+
+@pytest.mark.parametrize(("extraction", "n", "enforced"), [(0.85, _XMIN, True), (0.85, _XMIN - 1, False), (0.75, 60, False)])
 def test_an_extreme_extraction_profile_makes_a_little_content_enough(extraction: float, n: int, enforced: bool) -> None:
     """Light members of a campaign with no infrastructure in common and no broad library: three
     shared prompts are enough once nearly every request targets capabilities with elicitation —

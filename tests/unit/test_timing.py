@@ -230,3 +230,16 @@ def test_timing_makes_a_little_content_enough_with_some_profile() -> None:
     assert _judge({"tim": enough, "prompt": 5}, 6, cfg.timing_support_extraction - 0.05) == "review"  # no lean
     assert _judge({"tim": enough, "prompt": 5}, 1, 0.9) is None                          # one prompt is not content
     assert _judge({"tim": enough, "prompt": 5}, 6, 0.9, cid=False) is None               # no campaign: never
+
+
+def test_timing_and_content_with_a_shared_card_enforce_whatever_the_profile() -> None:
+    # content and timing both tie the account to unrelated ones: a card shared with another
+    # unit (or a proxy pool, or a card of many) is the third, independent tie — no extraction
+    # lean needed (a blended campaign looks honest in behaviour)
+    cfg = DetectorConfig()
+    enough, x = cfg.timing_min_links, cfg.timing_support_extraction - 0.05
+    assert _judge({"tim": enough, "prompt": 5, "pay": cfg.card_pair_units}, 6, x) in ("throttle", "suspend")
+    assert _judge({"tim": enough, "prompt": 5, "ip": 4}, 6, x) == "review"               # one client /24: no pool
+    assert _judge({"tim": enough, "prompt": 5, "pay": cfg.card_pair_units - 1}, 6, x) == "review"
+    assert _judge({"tim": enough - 1, "prompt": 5, "pay": cfg.card_pair_units}, 6, x) == "review"  # no timing
+    assert _judge({"tim": enough, "prompt": 5, "pay": cfg.card_pair_units}, 1, x) is None          # no content
