@@ -309,8 +309,7 @@ class AccountProcessor:
         # counts a reused or near-duplicate prompt once (PromptMemory.use)
         announce, reused = st.prompts.use(prompt_key_ints(ev["prompt_simhash"]), st.n, self._prompt_mask)
         for k, first in announce:
-            kb = prompt_key_name(k).encode()
-            out.append(Record("observations", kb, encode_plain_fingerprint(kb, self._tail_for(st, acct, ts, first))))
+            self._announce_content(out, st, acct, prompt_key_name(k), ts, first)
         if reused:
             st.reuse += 1
         # every account also announces paraphrase-tolerant keys (each once), up to a daily budget:
@@ -325,19 +324,25 @@ class AccountProcessor:
                 for k in paraphrase_key_ints(ev["prompt_simhash"], self.cfg.para_sample):
                     if para.add(k):
                         st.para_left -= 1
-                        kb = paraphrase_key_name(k).encode()
-                        out.append(Record("observations", kb, encode_plain_fingerprint(kb, self._tail_for(st, acct, ts, st.n))))
+                        self._announce_content(out, st, acct, paraphrase_key_name(k), ts, st.n)
                 para.trim()
 
-    def _announce(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int,
-                  prompt: bool = False, first: int | None = None) -> None:
-        if not prompt:
-            if len(st.fps) >= self.cfg.max_fingerprints_per_account:
-                self.counters["fingerprint_cap"] += 1
-                return
-            st.fps[fp] = None
-        out.append(Record(topic="observations", key=fp.encode(),
-                          value=encode_fingerprint(fp, self._tail_for(st, acct, ts, st.n if first is None else first))))
+    def _announce(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int) -> None:
+        """Announce an infrastructure fingerprint (client /24, card, client string, creation wave),
+        once per account, at most ``max_fingerprints_per_account`` of them."""
+        if len(st.fps) >= self.cfg.max_fingerprints_per_account:
+            self.counters["fingerprint_cap"] += 1
+            return
+        st.fps[fp] = None
+        out.append(Record("observations", fp.encode(), encode_fingerprint(fp, self._tail_for(st, acct, ts, st.n))))
+
+    def _announce_content(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int,
+                          request: int) -> None:
+        """Announce a content key (prompt, paraphrase or time-slot key: announced once by their
+        own bookkeeping, uncapped, and never in need of JSON escaping) with ``request``: the
+        account's request it stands for (a prompt's template's first use)."""
+        kb = fp.encode()
+        out.append(Record("observations", kb, encode_plain_fingerprint(kb, self._tail_for(st, acct, ts, request))))
 
     def _tail_for(self, st: AccountState, acct: str, ts: int, n: int) -> bytes:
         """A FingerprintSeen's tail: all but the fingerprint is the same for every fingerprint of
@@ -397,7 +402,7 @@ class AccountProcessor:
             st = states[acct]
             self._card = st.lpay
             for k in keys:
-                self._announce(out, st, acct, k, end, prompt=True)
+                self._announce_content(out, st, acct, k, end, st.n)
 
     def _send_behaviour(self, out: list[Record], acct: str, st: AccountState, score: float,
                         reasons: list[list[Any]], extraction: float, wm: int) -> None:

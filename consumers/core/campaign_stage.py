@@ -116,9 +116,9 @@ def kind_of(fp: str) -> str:
     >>> kind_of("p3:0123abcd"), kind_of("q013:a1b2c3"), kind_of("pay:pf1"), kind_of("tim:81.2.0a1f")
     ('prompt', 'para', 'pay', 'tim')
     """
-    k = fp[: fp.index(":")]
-    if k[0] == "q":
+    if fp[0] == "q":  # most fingerprints are paraphrase keys: answered first
         return "para"
+    k = fp[: fp.index(":")]
     return "prompt" if k[0] == "p" and k != "pay" else k
 
 
@@ -303,14 +303,12 @@ class CampaignProcessor:
         else:
             single = self.singles.get(fp)
             if single is None:
-                head = fp[0]  # kind_of, inlined for the two kinds most fingerprints are
-                kind = "para" if head == "q" else ("prompt" if head == "p" and fp[1] != "a" else kind_of(fp))
+                kind = kind_of(fp)
                 if kind not in self._shared_at_once:
                     # the first account to show it: a single (most fingerprints stay one)
                     self.singles[fp] = Single(kind, acct, _unit(kind, acct, org, card),
                                               n if kind in CONTENT_KINDS else None, ts, self.tseq)
-                    if len(self.singles) + len(self.groups) > cfg.max_fingerprints_per_partition:
-                        self._evict_over_cap()
+                    self._over_cap()
                     a = self._account(acct, org, ts, n)
                     if kind == "para":
                         a.pa += 1

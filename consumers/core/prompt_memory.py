@@ -96,34 +96,25 @@ class PromptMemory:
         """
         pk = self.first
         got = [pk.get(k) for k in keys]
+        known = [-s if s < 0 else s for s in got if s is not None]
+        first = min(known) if known else request   # the template's first use
         out: list[tuple[int, int]] = []
-        if got.count(None) == len(got):  # a new prompt (most are): no template to look up
-            reused = False
-            for k in keys:
+        for k, s in zip(keys, got, strict=True):
+            if s is None:
                 if k & mask:
-                    pk[k] = request
+                    pk[k] = first
                 else:
-                    pk[k] = -request
-                    out.append((k, request))
-        else:
-            reused = True
-            first = min(-s if s < 0 else s for s in got if s is not None)
-            for k, s in zip(keys, got, strict=True):
-                if s is None:
-                    if not k & mask:
-                        pk[k] = -first
-                        out.append((k, first))
-                    else:
-                        pk[k] = first
-                elif s > 0:
-                    pk[k] = -s
+                    pk[k] = -first
                     out.append((k, first))
+            elif s > 0:
+                pk[k] = -s
+                out.append((k, first))
         if len(pk) > self.capacity:
             # the newer half, in order of first use (rebuilt at once: deleting a dict's oldest
             # keys one by one makes every later next(iter()) scan the dead slots)
             items = list(pk.items())
             self.first = dict(items[len(items) - self.capacity // 2:])
-        return out, reused
+        return out, bool(known)
 
     def __len__(self) -> int:
         return len(self.first)
