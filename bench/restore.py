@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -134,6 +135,38 @@ def templates(ds: Dataset, cfg: Any = None) -> Templates:
                            "key ends with the account id: the cloning in bench/restore.py must learn "
                            "the new key format")
     return Templates(per, other, held, live, empty, frozen)
+
+
+def idle_bytes(t: Templates) -> tuple[float, float]:
+    """Memory per *idle* account, and the median frozen value: every template account frozen
+    (:meth:`~consumers.core.features.AccountState.freeze`, as ``freeze_after_ms`` leaves an
+    account a day without requests) in a table of account id -> frozen value like the account
+    stage's, measured with tracemalloc (key, table entry and value)."""
+    from collections import OrderedDict
+
+    from consumers.core.features import AccountState
+
+    frozen = []
+    for acct, entries in t.accounts.items():
+        for k, v in entries:
+            if k.startswith(b"a:") and v is not None:
+                lst = AccountState.load_value(v)
+                blob = v if AccountState.is_frozen(lst) else AccountState.from_list(lst).freeze()
+                frozen.append((acct, blob))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        table: OrderedDict[str, bytes] = OrderedDict()
+        for acct, blob in frozen:
+            table[acct.decode()] = blob
+        size = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    n = max(1, len(table))
+    values = sorted(len(b) for b in table.values())
+    blob_bytes = sum(sys.getsizeof(b) for b in table.values())  # made before the table: added here
+    return (size + blob_bytes) / n, float(values[len(values) // 2]) if values else 0.0
 
 
 def clone_id(template: bytes, i: int) -> bytes:
@@ -297,6 +330,10 @@ def run(ds: Dataset, bootstrap: str = "127.0.0.1:9092", accounts: int = 1_000_00
                  f"({t.empty_bytes / 1e3:,.0f} KB: its model), ÷ {t.held:,} accounts held"
                  + (f" ({t.frozen:,} of them frozen)" if t.frozen is not None else "")),
     ]
+    idle, idle_median = idle_bytes(t)
+    rows.append(make_row(SECTION, "memory per idle (frozen) account (tracemalloc)", [idle], "bytes/account",
+                         f"every template account frozen, in an id -> value table; frozen value median "
+                         f"{idle_median:,.0f} B; issue #13 target: ≤ 512 B"))
     info: dict[str, Any] = {"templates": T, "events": len(ds), "accounts": accounts, "chunk": chunk,
                             "bytes_per_account": t.bytes_per_account,
                             "live_bytes_per_account": (t.live_bytes - t.empty_bytes) / max(1, t.held),

@@ -494,7 +494,7 @@ class AccountProcessor:
                 self.counters.update(m.get("c", {}))
             elif k.startswith(_ACCOUNT_PREFIX):
                 acct = k[len(_ACCOUNT_PREFIX):].decode()
-                lst = orjson.loads(v)
+                lst = AccountState.load_value(v)
                 if AccountState.is_frozen(lst):
                     states.append((AccountState.touch_of(lst), acct, v))
                 else:

@@ -162,38 +162,83 @@ class Group:
         return g
 
 
+#: a :class:`Single`'s packed ``p``: touch << _TOUCH | last << _LAST | first << _FIRST | req + 1
+_TOUCH, _LAST, _FIRST = 120, 76, 32
+_TS = (1 << 44) - 1          # event times (ms) fit 44 bits until the year 2527
+_REQ = (1 << 32) - 1         # request numbers: 0 stands for none (not a content fingerprint)
+_KEEP_FIRST_REQ = (1 << _LAST) - 1
+
+
 class Single:
     """A fingerprint only one account has shown (most of them: an honest user's own prompts).
 
-    Kept apart from :class:`Group` because there are so many: a few slots instead of three dicts
-    (about a quarter of the memory). When a second account shows the fingerprint it becomes a
-    :class:`Group` (:meth:`promote`); in the changelog it is written as the group it stands for.
+    Kept apart from :class:`Group` because there are so many: the account, its unit and one int
+    packing the times and the request number (``p``: recency ``touch``, ``last`` and ``first``
+    seen, ``req``) instead of three dicts and four int objects — about 110 bytes less per
+    fingerprint than slots of their own, a third of the stage's memory on ``day``. When a second
+    account shows the fingerprint it becomes a :class:`Group` (:meth:`promote`); in the changelog
+    it is written as the group it stands for.
+
+    >>> s = Single.new("a1", "a:a1", 7, 1_700_000_000_000, touch=3)
+    >>> s.seen_again(1_700_000_000_500, touch=9)
+    >>> s.touch, s.last, s.first, s.req
+    (9, 1700000000500, 1700000000000, 7)
+    >>> Single.from_group(s.promote("prompt")).p == s.p
+    True
     """
 
-    __slots__ = ("kind", "acct", "unit", "req", "first", "last", "touch")
+    __slots__ = ("acct", "unit", "p")
 
-    def __init__(self, kind: str, acct: str, unit: str, req: int | None, ts: int, touch: int):
-        self.kind = kind
+    def __init__(self, acct: str, unit: str, p: int):
         self.acct = acct
         self.unit = unit
-        self.req = req          # content kinds: the account's request number then
-        self.first = ts
-        self.last = ts
-        self.touch = touch
+        self.p = p
 
-    def promote(self) -> Group:
-        g = Group(self.kind, self.first)
+    @classmethod
+    def new(cls, acct: str, unit: str, req: int | None, ts: int, touch: int) -> Single:
+        return cls(acct, unit, touch << _TOUCH | ts << _LAST | ts << _FIRST
+                   | (0 if req is None else (req + 1) & _REQ))
+
+    def seen_again(self, ts: int, touch: int) -> None:
+        """Its account showed it again at ``ts``: most recent now, ``last`` at least ``ts``."""
+        p = self.p
+        if ts > (p >> _LAST) & _TS:
+            self.p = touch << _TOUCH | ts << _LAST | (p & _KEEP_FIRST_REQ)
+        else:
+            self.p = touch << _TOUCH | (p & ((1 << _TOUCH) - 1))
+
+    @property
+    def touch(self) -> int:
+        return self.p >> _TOUCH
+
+    @property
+    def last(self) -> int:
+        return (self.p >> _LAST) & _TS
+
+    @property
+    def first(self) -> int:
+        return (self.p >> _FIRST) & _TS
+
+    @property
+    def req(self) -> int | None:
+        r = self.p & _REQ
+        return r - 1 if r else None
+
+    def promote(self, kind: str) -> Group:
+        g = Group(kind, self.first)
         g.last, g.touch = self.last, self.touch
         g.members[self.acct] = self.unit
         g.units[self.unit] = 1
         g.n_units = 1
-        if self.req is not None:
-            g.reqs[self.acct] = self.req
+        req = self.req
+        if req is not None:
+            g.reqs[self.acct] = req
         return g
 
-    def to_list(self) -> list[Any]:
-        return [self.kind, {self.acct: self.unit}, 1, self.first, self.last, 0, 0, self.touch,
-                {} if self.req is None else {self.acct: self.req}]
+    def to_list(self, kind: str) -> list[Any]:
+        req = self.req
+        return [kind, {self.acct: self.unit}, 1, self.first, self.last, 0, 0, self.touch,
+                {} if req is None else {self.acct: req}]
 
     @classmethod
     def from_group(cls, g: Group) -> Single | None:
@@ -201,8 +246,8 @@ class Single:
         if g.state != 0 or g.n_units != 1 or len(g.members) != 1:
             return None
         (acct, unit), = g.members.items()
-        s = cls(g.kind, acct, unit, g.reqs.get(acct), g.first, g.touch)
-        s.last = g.last
+        s = cls.new(acct, unit, g.reqs.get(acct), g.first, g.touch)
+        s.seen_again(g.last, g.touch)
         return s
 
 
@@ -306,8 +351,9 @@ class CampaignProcessor:
                 kind = kind_of(fp)
                 if kind not in self._shared_at_once:
                     # the first account to show it: a single (most fingerprints stay one)
-                    self.singles[fp] = Single(kind, acct, _unit(kind, acct, org, card),
-                                              n if kind in CONTENT_KINDS else None, ts, self.tseq)
+                    # Single.new, inline: most observations end here
+                    self.singles[fp] = Single(acct, _unit(kind, acct, org, card), (
+                        (self.tseq << 44 | ts) << 44 | ts) << 32 | ((n + 1) & _REQ if kind in CONTENT_KINDS else 0))
                     self._over_cap()
                     a = self._account(acct, org, ts, n)
                     if kind == "para":
@@ -318,15 +364,13 @@ class CampaignProcessor:
                 self._over_cap()
             elif single.acct == acct:
                 self.singles.move_to_end(fp)
-                single.touch = self.tseq
-                if ts > single.last:
-                    single.last = ts
+                single.seen_again(ts, self.tseq)
                 self._account(acct, org, ts, n)
                 return
             else:
                 # a second account shows it: now a group
                 del self.singles[fp]
-                g = single.promote()
+                g = single.promote(kind_of(fp))
                 self.groups[fp] = g
         g.touch = self.tseq
         if ts > g.last:
@@ -725,9 +769,11 @@ class CampaignProcessor:
     def take_changes(self) -> list[tuple[bytes, bytes | None]]:
         out: list[tuple[bytes, bytes | None]] = [(k, None) for k in self._tomb]
         for fp in self._dirty_g:
-            g = self.groups.get(fp) or self.singles.get(fp)
+            g = self.groups.get(fp)
             if g is not None:
                 out.append((b"g:" + fp.encode(), orjson.dumps(g.to_list())))
+            elif (single := self.singles.get(fp)) is not None:
+                out.append((b"g:" + fp.encode(), orjson.dumps(single.to_list(kind_of(fp)))))
         for acct in self._dirty_a:
             a = self.accounts.get(acct)
             if a is not None:

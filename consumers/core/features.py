@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import zlib
 from typing import Any
 
 import orjson
@@ -236,8 +237,10 @@ class AccountState:
         >>> st = AccountState.new("org-1", created_ms=0, ts_ms=5)
         >>> st.remember_event(event_digest("e1"), 64)
         >>> blob = st.freeze()
-        >>> AccountState.is_frozen(orjson.loads(blob)), AccountState.frozen_last(blob)
+        >>> AccountState.is_frozen(AccountState.load_value(blob)), AccountState.frozen_last(blob)
         (True, 5)
+        >>> len(blob) < len(orjson.dumps(AccountState.load_value(blob)))   # compressed
+        True
         >>> back = AccountState.thaw(blob)
         >>> back.org, back.seen_event(event_digest("e1"))
         ('org-1', False)
@@ -247,13 +250,23 @@ class AccountState:
         if v[_PARA] is not None:
             v[_PARA] = ""
         v[_FROZEN] = 1
-        # a copy: orjson's result keeps its whole output buffer allocated (16 KB for a few hundred
-        # bytes, measured with tracemalloc on orjson 3.x), and a frozen value is kept for days
-        return bytes(memoryview(orjson.dumps(v)))
+        # compressed: a frozen value is kept for days (and is a fresh bytes object of its own size:
+        # orjson's result would keep its whole output buffer, 16 KB for a few hundred bytes)
+        c = zlib.compressobj(6, zdict=_FROZEN_ZDICT)
+        return _FROZEN_MARK + c.compress(orjson.dumps(v)) + c.flush()
 
     @classmethod
     def thaw(cls, blob: bytes) -> AccountState:
-        return cls.from_list(orjson.loads(blob))
+        return cls.from_list(cls.load_value(blob))
+
+    @staticmethod
+    def load_value(blob: bytes) -> list[Any]:
+        """A changelog value as its list: plain JSON (a warm account, or an account frozen before
+        frozen values were compressed) or a compressed frozen value (:meth:`freeze`)."""
+        if blob[:1] == _FROZEN_MARK:
+            d = zlib.decompressobj(zdict=_FROZEN_ZDICT)
+            return orjson.loads(d.decompress(blob[1:]) + d.flush())
+        return orjson.loads(blob)
 
     @staticmethod
     def is_frozen(v: list[Any]) -> bool:
@@ -261,7 +274,7 @@ class AccountState:
 
     @staticmethod
     def frozen_last(blob: bytes) -> int:
-        return int(orjson.loads(blob)[_LAST])
+        return int(AccountState.load_value(blob)[_LAST])
 
     @staticmethod
     def touch_of(v: list[Any]) -> int:
@@ -297,6 +310,21 @@ class AccountState:
 
 #: positions in the changelog list (:meth:`AccountState.to_list`)
 _LAST, _IDS, _PROMPT_KEYS, _TOUCH, _PARA, _FROZEN, _SLOTS = 3, 17, 18, 28, 30, 33, 34
+#: a frozen value (:meth:`AccountState.freeze`) is this mark and a zlib stream (plain JSON starts
+#: with "["). The stream uses a preset dictionary — the skeleton of a value and the common
+#: browser client-string prefixes — which takes a frozen value on ``day`` from 356 to 304 bytes
+#: (median; 662 as JSON). Never change it in place: a new dictionary needs a new mark, and the
+#: old one stays readable (values of changelogs written before it).
+_FROZEN_MARK = b"\x01"
+_FROZEN_ZDICT = (
+    b'"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/'
+    b'"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/'
+    b'"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/'
+    b'"ip:/24","ua:'
+    b'[null,1700000000000,1700000000000,1700000000000,0,[0,0,0,0,0,0,0,0,0],0.0,0,[0,0,0,0,0,0,0,0,'
+    b'0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],0,0.0,0.0,0.0,0.0,[],0,{},["",0],[],[],0,[],false,0.0,null,'
+    b'null,0,0,0,-1.0,null,-1,0,1,0]'
+)
 
 
 def event_digest(event_id: str) -> bytes:

@@ -182,7 +182,7 @@ def test_an_idle_account_freezes_small_and_thaws_on_its_next_request() -> None:
     ap.process(_requests("idle", [0.0, 0.1, 0.2, 0.3]))
     ap.process(_requests("busy", [h / 2 for h in range(1, 30)], 100))  # 14.5 hours of activity
     st = ap.accounts["idle"]
-    assert isinstance(st, bytes) and len(st) < 544  # (~20 bytes of it: the timing slot window)
+    assert isinstance(st, bytes) and len(st) < 320  # compressed (~540 bytes as JSON)
     assert isinstance(ap.accounts["busy"], AccountState)
     assert ap.state_size() == {"accounts": 2, "frozen": 1}
     # its changelog entry is the frozen value
@@ -191,6 +191,33 @@ def test_an_idle_account_freezes_small_and_thaws_on_its_next_request() -> None:
     back = ap.accounts["idle"]
     assert isinstance(back, AccountState) and back.n == 5
     assert ap.counters["frozen"] == 1 and ap.counters["thawed"] == 1
+
+
+def test_a_frozen_value_written_before_compression_restores_and_thaws() -> None:
+    # changelogs written before frozen values were compressed hold them as plain JSON
+    import orjson
+
+    from consumers.core.account_stage import AccountProcessor
+    from consumers.core.config import HOUR_MS, DetectorConfig
+
+    cfg = DetectorConfig(freeze_after_ms=6 * HOUR_MS)
+    ap = AccountProcessor(cfg)
+    ap.process(_requests("idle", [0.0, 0.1, 0.2, 0.3]))
+    ap.process(_requests("busy", [h / 2 for h in range(1, 30)], 100))
+    changes = dict(ap.take_changes())
+    blob = changes[b"a:idle"]
+    plain = orjson.dumps(AccountState.load_value(blob))
+    assert plain[:1] == b"[" and blob[:1] != b"[" and len(blob) < len(plain)
+    thawed = []
+    for value in (blob, plain):
+        restored = AccountProcessor(cfg)
+        restored.restore([(k, v) for k, v in changes.items() if k != b"a:idle"] + [(b"a:idle", value)])
+        assert restored.accounts["idle"] == value  # kept frozen, as written
+        restored.process(_requests("idle", [15.0], 4))
+        st = restored.accounts["idle"]
+        assert isinstance(st, AccountState) and st.n == 5
+        thawed.append(st.to_list())
+    assert thawed[0] == thawed[1]
 
 
 def test_freezing_can_be_turned_off() -> None:
