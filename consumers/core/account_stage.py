@@ -310,7 +310,7 @@ class AccountProcessor:
         # counts a reused or near-duplicate prompt once (PromptMemory.use)
         announce, first, reused = st.prompts.use(prompt_key_ints(ev["prompt_simhash"]), st.n, self._prompt_mask)
         if announce:
-            self._announce_content(out, st, acct, [prompt_key_name(k) for k in announce], ts, first)
+            self._announce_content(out, st, acct, map(prompt_key_name, announce), ts, first)
         if reused:
             st.reuse += 1
         # every account also announces paraphrase-tolerant keys (each once), up to a daily budget:
@@ -325,7 +325,7 @@ class AccountProcessor:
                 new = para.add_new(paraphrase_key_ints(ev["prompt_simhash"], self.cfg.para_sample))
                 if new:
                     st.para_left -= len(new)
-                    self._announce_content(out, st, acct, [paraphrase_key_name(k) for k in new], ts, st.n)
+                    self._announce_content(out, st, acct, map(paraphrase_key_name, new), ts, st.n)
                 para.trim()
 
     def _announce(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int) -> None:
@@ -337,7 +337,7 @@ class AccountProcessor:
         st.fps[fp] = None
         out.append(Record("observations", fp.encode(), encode_fingerprint(fp, self._tail_for(st, acct, ts, st.n))))
 
-    def _announce_content(self, out: list[Record], st: AccountState, acct: str, fps: list[str], ts: int,
+    def _announce_content(self, out: list[Record], st: AccountState, acct: str, fps: Iterable[str], ts: int,
                           request: int) -> None:
         """Announce content keys (prompt, paraphrase or time-slot keys: announced once by their
         own bookkeeping, uncapped, and never in need of JSON escaping) with ``request``: the

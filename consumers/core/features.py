@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+from math import log1p
 from typing import Any
 
 import orjson
@@ -134,15 +135,16 @@ class AccountState:
     def update(self, ev: dict[str, Any]) -> None:
         """Fold one (validated, non-duplicate) request into the state."""
         ts = ev["ts_ms"]
+        last = self.last
         if self.n:
-            gap = ts - self.last
+            gap = ts - last
             if gap > 0:
-                x = math.log1p(gap / 1000.0)
-                self.gn += 1
+                x = log1p(gap / 1000.0)
+                gn = self.gn = self.gn + 1
                 d = x - self.gmean
-                self.gmean += d / self.gn
-                self.gm2 += d * (x - self.gmean)
-        if ts > self.last:
+                mean = self.gmean = self.gmean + d / gn
+                self.gm2 += d * (x - mean)
+        if ts > last:
             self.last = ts
         self.n += 1
         self.cats[CATEGORY_INDEX[ev["task_category"]]] += 1
@@ -150,8 +152,8 @@ class AccountState:
         if ev["tool_use"]:
             self.tools += 1
         self.hours[(ts // HOUR_MS) % 24] += 1
-        self.tin += math.log1p(ev["input_tokens"])
-        self.tout += math.log1p(ev["output_tokens"])
+        self.tin += log1p(ev["input_tokens"])
+        self.tout += log1p(ev["output_tokens"])
         self.dirty = True
 
     # -- features ----------------------------------------------------------------------------
