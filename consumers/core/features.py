@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from math import log1p
 from typing import Any
 
 import orjson
@@ -136,6 +135,7 @@ class AccountState:
         """Fold one (validated, non-duplicate) request into the state."""
         ts = ev["ts_ms"]
         last = self.last
+        log1p = math.log1p
         if self.n:
             gap = ts - last
             if gap > 0:
