@@ -191,18 +191,19 @@ class AccountProcessor:
     def process(self, records: list[Record]) -> list[Record]:
         out: list[Record] = []
         cfg = self.cfg
-        accounts = self.accounts
+        accounts, warm, counters, mark = self.accounts, self._warm, self.counters, self.timing.mark
+        dedup_window = cfg.dedup_window
         for r in records:
             try:
                 ev = parse_event(r.value)
             except InvalidEvent as e:
-                self.counters["invalid"] += 1
+                counters["invalid"] += 1
                 out.append(dlq_record(r, e.reason))
                 continue
             ts = ev["ts_ms"]
             bad = self._clock_check(ts, ev["account_created_ms"], r.timestamp_ms)
             if bad is not None:
-                self.counters["ts_out_of_range"] += 1
+                counters["ts_out_of_range"] += 1
                 out.append(dlq_record(r, bad))
                 continue
             if self.started < 0:
@@ -221,7 +222,7 @@ class AccountProcessor:
                 if st.age_days_at_first() < cfg.para_max_age_days:
                     st.para = KeySet(MAX_PARA_KEYS)
                 accounts[acct] = st
-                self._warm[acct] = None
+                warm[acct] = None
                 if len(accounts) > cfg.max_accounts_per_partition:
                     self._evict_one("evicted_cap")
                 if st.freshness() > 0.0:
@@ -232,23 +233,23 @@ class AccountProcessor:
             elif isinstance(got, bytes):  # frozen: thaw it
                 st = accounts[acct] = AccountState.thaw(got)
                 accounts.move_to_end(acct)
-                self._warm[acct] = None
-                self.counters["thawed"] += 1
+                warm[acct] = None
+                counters["thawed"] += 1
             else:
                 st = got
                 if st.seen_event(digest):
-                    self.counters["duplicates"] += 1
+                    counters["duplicates"] += 1
                     continue
                 accounts.move_to_end(acct)
-                self._warm.move_to_end(acct)
-            st.remember_event(digest, cfg.dedup_window)
+                warm.move_to_end(acct)
+            st.remember_event(digest, dedup_window)
             if ts > self.watermark:
                 self.watermark = ts
             self.seq += 1
             st.touch = self.seq
-            self.counters["events"] += 1
+            counters["events"] += 1
             st.update(ev)
-            st.slots = self.timing.mark(st.slots, ts)
+            st.slots = mark(st.slots, ts)
             self._changed[acct] = None
             self._active[acct] = None
             self._fingerprints(out, st, acct, ev, ts)
@@ -307,9 +308,9 @@ class AccountProcessor:
         # prompts: announce the keys in the consistent sample (1/prompt_sample) at first use, and any
         # key the account itself repeats, each with its template's first use, so the campaign stage
         # counts a reused or near-duplicate prompt once (PromptMemory.use)
-        announce, reused = st.prompts.use(prompt_key_ints(ev["prompt_simhash"]), st.n, self._prompt_mask)
-        for k, first in announce:
-            self._announce_content(out, st, acct, prompt_key_name(k), ts, first)
+        announce, first, reused = st.prompts.use(prompt_key_ints(ev["prompt_simhash"]), st.n, self._prompt_mask)
+        if announce:
+            self._announce_content(out, st, acct, map(prompt_key_name, announce), ts, first)
         if reused:
             st.reuse += 1
         # every account also announces paraphrase-tolerant keys (each once), up to a daily budget:
@@ -321,10 +322,10 @@ class AccountProcessor:
             if day != st.para_day:
                 st.para_day, st.para_left = day, self.cfg.para_daily_budget
             if st.para_left > 0:
-                for k in paraphrase_key_ints(ev["prompt_simhash"], self.cfg.para_sample):
-                    if para.add(k):
-                        st.para_left -= 1
-                        self._announce_content(out, st, acct, paraphrase_key_name(k), ts, st.n)
+                new = para.add_new(paraphrase_key_ints(ev["prompt_simhash"], self.cfg.para_sample))
+                if new:
+                    st.para_left -= len(new)
+                    self._announce_content(out, st, acct, map(paraphrase_key_name, new), ts, st.n)
                 para.trim()
 
     def _announce(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int) -> None:
@@ -336,13 +337,15 @@ class AccountProcessor:
         st.fps[fp] = None
         out.append(Record("observations", fp.encode(), encode_fingerprint(fp, self._tail_for(st, acct, ts, st.n))))
 
-    def _announce_content(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int,
+    def _announce_content(self, out: list[Record], st: AccountState, acct: str, fps: Iterable[str], ts: int,
                           request: int) -> None:
-        """Announce a content key (prompt, paraphrase or time-slot key: announced once by their
+        """Announce content keys (prompt, paraphrase or time-slot keys: announced once by their
         own bookkeeping, uncapped, and never in need of JSON escaping) with ``request``: the
-        account's request it stands for (a prompt's template's first use)."""
-        kb = fp.encode()
-        out.append(Record("observations", kb, encode_plain_fingerprint(kb, self._tail_for(st, acct, ts, request))))
+        account's request they stand for (a prompt's template's first use)."""
+        tail = self._tail_for(st, acct, ts, request)
+        for fp in fps:
+            kb = fp.encode()
+            out.append(Record("observations", kb, encode_plain_fingerprint(kb, tail)))
 
     def _tail_for(self, st: AccountState, acct: str, ts: int, n: int) -> bytes:
         """A FingerprintSeen's tail: all but the fingerprint is the same for every fingerprint of
@@ -401,8 +404,7 @@ class AccountProcessor:
         for acct, keys in self.timing.epoch_keys(active, end):
             st = states[acct]
             self._card = st.lpay
-            for k in keys:
-                self._announce_content(out, st, acct, k, end, st.n)
+            self._announce_content(out, st, acct, keys, end, st.n)
 
     def _send_behaviour(self, out: list[Record], acct: str, st: AccountState, score: float,
                         reasons: list[list[Any]], extraction: float, wm: int) -> None:

@@ -57,7 +57,7 @@ def test_changelog_round_trip() -> None:
     back = AccountState.from_list(st.to_list())
     assert back.to_list() == st.to_list()
     assert back.seen_event(event_digest("x"))
-    assert back.prompts.use(keys, 4)[1]  # remembered: a reuse
+    assert back.prompts.use(keys, 4)[2]  # remembered: a reuse
 
 
 def test_changelog_of_an_earlier_version_restores() -> None:
@@ -108,8 +108,8 @@ def _compact(events: list[tuple[str, int]], cap: int, mask: int = 0xF) -> list[t
     pm = PromptMemory(cap)
     out = []
     for h, n in events:
-        announce, _ = pm.use(prompt_key_ints(h), n, mask)
-        out += [(n, prompt_key_name(k), first) for k, first in announce]
+        announce, first, _ = pm.use(prompt_key_ints(h), n, mask)
+        out += [(n, prompt_key_name(k), first) for k in announce]
         assert len(pm) <= cap
     return out
 
