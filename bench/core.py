@@ -12,7 +12,9 @@
 * ``take_changes`` — what the Kafka runner adds per checkpoint: the account stage's run also
   calls ``take_changes()`` after every ``checkpoint_every`` events (≈ one ``commit_interval_ms``
   of traffic), timed apart, so the cost of serialising the changed state is visible;
-* messages per event on the internal topics (observations and verdicts, by kind) and their size.
+* messages per event on the internal topics (observations and verdicts, by kind) and their size;
+* the state the three stages hold after the input (:func:`memory`: tracemalloc, a pass of its own),
+  in all and per account.
 
 :func:`profile` runs cProfile over ``LocalPipeline`` and returns the top functions by tottime.
 """
@@ -24,6 +26,7 @@ import gc
 import io
 import pstats
 import time
+import tracemalloc
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +71,31 @@ def _tally(chunks: list[list[Any]]) -> tuple[dict[str, int], int]:
             kinds[k] = kinds.get(k, 0) + 1
             size += len(r.value) + len(r.key or b"")
     return kinds, size
+
+
+def memory(raw: Sequence[bytes], chunk: int = 4096, cfg: Any = None) -> dict[str, Any]:
+    """The state ``LocalPipeline`` holds after ``raw``: tracemalloc over a pass of its own (the
+    behaviour model's imports made before measuring), with the accounts and fingerprints held."""
+    from consumers.core.account_stage import AccountProcessor
+    from consumers.core.config import DetectorConfig
+    from consumers.core.pipeline import LocalPipeline
+
+    cfg = cfg or DetectorConfig()
+    AccountProcessor(cfg, 0)  # river and scipy (~56 MB): not state
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        pipe = LocalPipeline(cfg)
+        for c in chunked(raw, chunk):
+            pipe.feed(c)
+        gc.collect()
+        total = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    camp = pipe.campaign.state_size()
+    return {"bytes": total, "accounts": len(pipe.account.accounts),
+            "fingerprints": camp["groups"] + camp["singles"], "singles": camp["singles"]}
 
 
 def run(raw: Sequence[bytes], repeat: int = 3, chunk: int = 4096, checkpoint_every: int = 20_000,
@@ -203,6 +231,12 @@ def run(raw: Sequence[bytes], repeat: int = 3, chunk: int = 4096, checkpoint_eve
         if nbytes:
             note += f"; {nbytes / max(count, 1):.0f} bytes/msg (key+value)"
         rows.append(make_row(SECTION, name, [count / n], "msgs/event", note))
+    mem = memory(raw, chunk, cfg)
+    rows.append(make_row(SECTION, "state after the input (tracemalloc), per account",
+                         [mem["bytes"] / max(1, mem["accounts"])], "bytes/account",
+                         f"{mem['bytes'] / 1e6:,.1f} MB for {mem['accounts']:,} accounts, all three stages; "
+                         f"the campaign stage holds {mem['fingerprints']:,} fingerprints "
+                         f"({mem['singles']:,} shown by one account)"))
     return {
         "section": SECTION,
         "rows": rows,
@@ -220,6 +254,7 @@ def run(raw: Sequence[bytes], repeat: int = 3, chunk: int = 4096, checkpoint_eve
             "dlq": n_dlq,
             "counters": counters,
             "changelog_entries_account": n_changes,
+            "memory": mem,
             "checkpoints": n_ckpt,
         },
     }

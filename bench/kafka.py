@@ -212,7 +212,8 @@ def raw_consume(bootstrap: str, topic: str, partitions: int, expected: int,
 
 
 def _prepare(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
-             stop_at_end: bool, commit_ms: int | None = None) -> tuple[list[Any], list[StageClock], float]:
+             stop_at_end: bool, overrides: dict[str, Any] | None = None
+             ) -> tuple[list[Any], list[StageClock], float]:
     """The pipeline's topics and the three stages' runners (instrumented), as ``detect`` builds
     them; returns the runners, their clocks and the seconds the topic set-up took."""
     from consumers.config import DetectSettings, KafkaSettings
@@ -224,7 +225,7 @@ def _prepare(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
     t0 = time.perf_counter()
     ensure_pipeline_topics(kafka)
     setup = time.perf_counter() - t0
-    ds = DetectSettings(**({"commit_interval_ms": commit_ms} if commit_ms else {}))
+    ds = DetectSettings(**(overrides or {}))
     runners = build_runners(kafka, cfg, ds, STAGES, stop_at_end=stop_at_end,
                             progress_interval_s=3600.0)
     return runners, [instrument(r) for r in runners], setup
@@ -280,11 +281,11 @@ def _run_to_end(runner: Any, timeout: float) -> bool:
 
 
 def detect_sequential(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any,
-                      timeout: float, commit_ms: int | None = None) -> dict[str, Any]:
+                      timeout: float, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """``detect --stop-at-end``: topics, runners, then each stage's ``run()`` in pipeline order
-    (``commit_ms``: another ``commit_interval_ms`` than the default)."""
+    (``overrides``: ``DetectSettings`` fields other than the defaults, e.g. ``batch_size``)."""
     runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=True,
-                                      commit_ms=commit_ms)
+                                      overrides=overrides)
     stages = []
     cpu0 = time.process_time()
     for r, clock in zip(runners, clocks, strict=True):
@@ -300,12 +301,12 @@ def detect_sequential(bootstrap: str, topic: str, prefix: str, group: str, cfg: 
 
 
 def detect_threaded(bootstrap: str, topic: str, prefix: str, group: str, cfg: Any, n_events: int,
-                    timeout: float, commit_ms: int | None = None) -> dict[str, Any]:
+                    timeout: float, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """``detect`` (all stages in threads, :func:`run_all`) until every stage caught up, then stop."""
     from consumers.kafka.runner import run_all
 
     runners, clocks, setup = _prepare(bootstrap, topic, prefix, group, cfg, stop_at_end=False,
-                                      commit_ms=commit_ms)
+                                      overrides=overrides)
     acc, camp, pol = runners
     errors: list[BaseException] = []
 
@@ -384,14 +385,15 @@ def cleanup(bootstrap: str, prefix: str, groups: Sequence[str]) -> dict[str, Any
 def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
         bootstrap: str = "127.0.0.1:9092", threaded: bool = True, quix_peer: bool = True,
         expected_flags: int | None = None, cfg: Any = None, timeout: float | None = None,
-        compare_commit_ms: Sequence[int] = (),
+        compare_commit_ms: Sequence[int] = (), compare_batch_size: Sequence[int] = (),
         log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """All Kafka measurements for each partition count in ``partitions``; the ``kafka`` section.
 
     ``quix_peer``: also run the Quix Streams peer (skipped, with a note in ``info["quix"]``, when
-    quixstreams is not installed). ``compare_commit_ms``: also run detect (sequential, and
-    threaded when ``threaded``) with each of these ``commit_interval_ms`` in every repeat, right
-    after the default's run: the throughput cost of a checkpoint cadence.
+    quixstreams is not installed). ``compare_commit_ms`` / ``compare_batch_size``: also run
+    detect (sequential, and threaded when ``threaded``) with each of these ``commit_interval_ms``
+    / ``batch_size`` in every repeat, right after the default's run: the throughput of a
+    checkpoint cadence, of a batch size.
     """
     from bench import quix
     from consumers.config import DetectSettings, KafkaSettings
@@ -402,7 +404,10 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
     cfg = cfg or DetectorConfig()
     detect_batch = DetectSettings().batch_size
     default_commit = DetectSettings().commit_interval_ms
-    compare = [c for c in compare_commit_ms if c != default_commit]
+    compare = ([(f"commit_interval_ms={c}", {"commit_interval_ms": c}) for c in compare_commit_ms
+                if c != default_commit]
+               + [(f"batch_size={b}", {"batch_size": b}) for b in compare_batch_size if b != detect_batch])
+    defaults = f"commit {default_commit} ms, batch {detect_batch:,}"
     check_broker(bootstrap)
     n = len(ds)
     if not n:
@@ -437,7 +442,7 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
             peer: list[dict[str, float]] = []
             seq: list[dict[str, Any]] = []
             thr: list[dict[str, Any]] = []
-            alt: dict[int, dict[str, list[dict[str, Any]]]] = {c: {"seq": [], "thr": []} for c in compare}
+            alt: dict[str, dict[str, list[dict[str, Any]]]] = {c: {"seq": [], "thr": []} for c, _ in compare}
             for rep in range(repeat):
                 for name in CEILING_VARIANTS:
                     raw[name].append(raw_consume(bootstrap, topic, P, n, decoders[name], CEILING_BATCH,
@@ -467,34 +472,43 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
                     group = f"dwb-{run_id}-p{P}-t{rep}"
                     groups += [f"{group}.{s}" for s in STAGES]
                     thr.append(detect_threaded(bootstrap, topic, prefix, group, cfg, n, timeout))
-                for c in compare:
-                    log(f"kafka: P={P} repeat {rep + 1}/{repeat}: detect with commit_interval_ms={c} ...")
-                    group = f"dwb-{run_id}-p{P}-c{c}-s{rep}"
+                for v, (c, over) in enumerate(compare):
+                    log(f"kafka: P={P} repeat {rep + 1}/{repeat}: detect with {c} ...")
+                    group = f"dwb-{run_id}-p{P}-v{v}-s{rep}"
                     groups += [f"{group}.{s}" for s in STAGES]
-                    alt[c]["seq"].append(detect_sequential(bootstrap, topic, prefix, group, cfg, timeout, c))
+                    alt[c]["seq"].append(detect_sequential(bootstrap, topic, prefix, group, cfg, timeout, over))
                     if threaded:
-                        group = f"dwb-{run_id}-p{P}-c{c}-t{rep}"
+                        group = f"dwb-{run_id}-p{P}-v{v}-t{rep}"
                         groups += [f"{group}.{s}" for s in STAGES]
                         alt[c]["thr"].append(detect_threaded(bootstrap, topic, prefix, group, cfg, n,
-                                                             timeout, c))
+                                                             timeout, over))
             info["runs"].append({"partitions": P, "produce_s": t_prod, "raw": raw, "quix": peer,
                                  "sequential": seq, "threaded": thr, "default_commit_ms": default_commit,
                                  "other_commits": {str(c): v for c, v in alt.items()}})
             rows += _rows_for(P, n, raw, seq, thr, expected_flags if P == 1 else None, peer,
                               detect_batch)
-            rows += _commit_rows(P, n, rows, default_commit, alt, expected_flags if P == 1 else None)
+            rows += _commit_rows(P, n, rows, defaults, alt, expected_flags if P == 1 else None)
     finally:
         info["cleanup"] = cleanup(bootstrap, prefix, groups)
     return {"section": SECTION, "rows": rows, "info": info}
 
 
-def _commit_rows(P: int, n: int, rows: list[dict[str, Any]], default_commit: int,
-                 alt: dict[int, dict[str, list[dict[str, Any]]]],
+def _commit_rows(P: int, n: int, rows: list[dict[str, Any]], defaults: str,
+                 alt: dict[str, dict[str, list[dict[str, Any]]]],
                  expected_flags: int | None) -> list[dict[str, Any]]:
-    """Detect's rows at other commit intervals, each as a ratio to the same row at the default."""
+    """Detect's rows at other settings (``alt``: label such as ``batch_size=5000`` -> runs), each
+    as a ratio to the same row at the defaults (``defaults``: how the ratio names them)."""
     by_case = {r["case"]: r for r in rows}
     out = []
     for c, res in alt.items():
+        if res["seq"]:
+            accs = [s["wall_s"] for r in res["seq"] for s in r["stages"] if s["stage"] == "account"]
+            row = make_row(SECTION, f"P={P} detect --stage account (stop-at-end), {c}",
+                           [rate(n, w) for w in accs], "events/s", "the sequential runs' account stage")
+            base = by_case.get(f"P={P} detect --stage account (stop-at-end)")
+            if base is not None:
+                set_ratio(row, base, defaults)
+            out.append(row)
         for kind, label, base_case in (
                 ("seq", "detect --stop-at-end, 3 stages in turn", f"P={P} detect --stop-at-end, 3 stages in turn"),
                 ("thr", "detect (threads, run_all) until caught up", f"P={P} detect (threads, run_all) until caught up")):
@@ -509,10 +523,10 @@ def _commit_rows(P: int, n: int, rows: list[dict[str, Any]], default_commit: int
             if expected_flags is not None:
                 note += " = replay ✓" if flags == [expected_flags] else f" ≠ replay {expected_flags} ✗"
             note += _cpu_note(results, n)
-            row = make_row(SECTION, f"P={P} {label}, commit_interval_ms={c}", [rate(n, w) for w in walls],
+            row = make_row(SECTION, f"P={P} {label}, {c}", [rate(n, w) for w in walls],
                            "events/s", note)
             if base_case in by_case:
-                set_ratio(row, by_case[base_case], f"commit {default_commit} ms")
+                set_ratio(row, by_case[base_case], defaults)
             out.append(row)
     return out
 

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-commit-ms", default="",
                    help="Kafka: also run detect with these commit_interval_ms (comma-separated), "
                         "as ratios to the default's")
+    p.add_argument("--compare-batch-size", default="",
+                   help="Kafka: also run detect with these batch_size (comma-separated), as ratios to the default's")
     p.add_argument("--quix", action=argparse.BooleanOptionalAction, default=True,
                    help="Kafka: also run the Quix Streams peer (needs the bench extra; default on)")
     p.add_argument("--latency-rate", type=float,
@@ -184,6 +186,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                threaded=threaded, quix_peer=args.quix,
                                                compare_commit_ms=[int(x) for x in
                                                                   args.compare_commit_ms.split(",") if x.strip()],
+                                               compare_batch_size=[int(x) for x in
+                                                                   args.compare_batch_size.split(",") if x.strip()],
                                                expected_flags=expected_flags, log=log))
     if "latency" in sections:
         from bench import kafka, latency

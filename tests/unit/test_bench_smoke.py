@@ -123,6 +123,12 @@ def test_core_section_counts_are_consistent(ds: common.Dataset) -> None:
     assert rows["LocalPipeline (3 stages, in memory)"]["ratio"] is None
     assert rows["account stage alone"]["ratio_to"] == "LocalPipeline"
     assert rows[f"LocalPipeline, gc.set_threshold{core.GC_THRESHOLD}"]["ratio_to"] == "LocalPipeline"
+    # the state the stages hold: as many accounts as the account stage saw, some memory each
+    mem = info["memory"]
+    assert mem["accounts"] == len({orjson.loads(v)["account_id"] for v in ds.raw}) > 0
+    assert mem["fingerprints"] >= mem["singles"] > 0
+    assert rows["state after the input (tracemalloc), per account"]["median"] == pytest.approx(
+        mem["bytes"] / mem["accounts"]) and mem["bytes"] > 1000 * mem["accounts"]
 
 
 def test_core_profile(ds: common.Dataset) -> None:
@@ -222,12 +228,15 @@ def test_kafka_rows_from_results() -> None:
     assert bad["P=1 detect --stage account (stop-at-end)"]["ratio"] == pytest.approx(0.4)
     assert not any("Quix" in case for case in bad)
     # detect at another commit interval: a ratio to the default's row of the same kind
-    alt = {250: {"seq": [{"stages": [_stage("account", 2.5), _stage("campaign", 1.5), _stage("policy", 1.0)],
-                          "flags": 7}], "thr": []}}
-    (crow,) = bench_kafka._commit_rows(1, 1000, list(rows.values()), 100, alt, 7)
+    alt = {"commit_interval_ms=250": {"seq": [{"stages": [_stage("account", 2.5), _stage("campaign", 1.5),
+                                                          _stage("policy", 1.0)], "flags": 7}], "thr": []}}
+    arow, crow = bench_kafka._commit_rows(1, 1000, list(rows.values()), "commit 100 ms", alt, 7)
     assert crow["case"] == "P=1 detect --stop-at-end, 3 stages in turn, commit_interval_ms=250"
     assert crow["median"] == pytest.approx(200) and crow["ratio"] == pytest.approx(2.0)
     assert crow["ratio_to"] == "commit 100 ms" and "= replay ✓" in crow["note"]
+    # and the account stage of those runs, against the account stage at the defaults
+    assert arow["case"] == "P=1 detect --stage account (stop-at-end), commit_interval_ms=250"
+    assert arow["median"] == pytest.approx(400) and arow["ratio"] == pytest.approx(400 / acc["median"])
 
 
 def test_ceiling_uses_large_fetches() -> None:
