@@ -351,9 +351,8 @@ class CampaignProcessor:
                 kind = kind_of(fp)
                 if kind not in self._shared_at_once:
                     # the first account to show it: a single (most fingerprints stay one)
-                    # Single.new, inline: most observations end here
-                    self.singles[fp] = Single(acct, _unit(kind, acct, org, card), (
-                        (self.tseq << 44 | ts) << 44 | ts) << 32 | ((n + 1) & _REQ if kind in CONTENT_KINDS else 0))
+                    self.singles[fp] = Single.new(acct, _unit(kind, acct, org, card),
+                                                  n if kind in CONTENT_KINDS else None, ts, self.tseq)
                     self._over_cap()
                     a = self._account(acct, org, ts, n)
                     if kind == "para":

@@ -159,11 +159,7 @@ class KeySet:
 
     def add(self, k: int) -> bool:
         """Add ``k``; False if it was already there."""
-        rec = k.to_bytes(5, "big")
-        if holds_record(self.keys, rec):
-            return False
-        self.keys += rec
-        return True
+        return bool(self.add_new((k,)))
 
     def add_new(self, keys: Iterable[int]) -> list[int]:
         """Add ``keys``; return those that were not there yet, in order.
