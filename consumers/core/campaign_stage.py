@@ -236,9 +236,12 @@ class Single:
         return g
 
     def to_list(self, kind: str) -> list[Any]:
-        req = self.req
-        return [kind, {self.acct: self.unit}, 1, self.first, self.last, 0, 0, self.touch,
-                {} if req is None else {self.acct: req}]
+        """The changelog form of the group it stands for (:meth:`Group.to_list`); written for
+        every new fingerprint, so the fields are read off ``p`` here, not through the properties."""
+        p, acct = self.p, self.acct
+        r = p & _REQ
+        return [kind, {acct: self.unit}, 1, (p >> _FIRST) & _TS, (p >> _LAST) & _TS, 0, 0, p >> _TOUCH,
+                {acct: r - 1} if r else {}]
 
     @classmethod
     def from_group(cls, g: Group) -> Single | None:
