@@ -42,9 +42,9 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml native/Cargo.toml native/src/lib.rs
 	@if [ ! -x $(VPY) ]; then echo "+ $(PYTHON) -m venv $(VENV)"; $(PYTHON) -m venv $(VENV); fi
-	$(PIP) install -e '.[dev]'
+	PATH="$$HOME/.cargo/bin:$$PATH" $(PIP) install -e '.[dev]'
 	@touch $@
 
 # $(call apt_install,COMMAND,PACKAGE): install Debian's PACKAGE unless COMMAND (a name or a path)

@@ -120,6 +120,7 @@ def templates(ds: Dataset, cfg: Any = None) -> Templates:
     finally:
         tracemalloc.stop()
         gc.set_threshold(*saved)
+    live += proc.native_bytes()  # the native prompt memory: outside tracemalloc's view
     held = _held(proc)
     frozen = _frozen(proc)
     per: dict[bytes, list[tuple[bytes, bytes | None]]] = {}
@@ -289,7 +290,8 @@ def restore_processors(entries: dict[bytes, bytes], t: Templates, chunk: int,
                     proc = AccountProcessor(cfg, 0)
                     proc.restore(part)
                     gc.collect()
-                    mem_per_account = (tracemalloc.get_traced_memory()[0] - base) / n_acc
+                    mem_per_account = (tracemalloc.get_traced_memory()[0] - base
+                                       + proc.native_bytes()) / n_acc  # + the native prompt memory
                     first_frozen = _frozen(proc)
                 finally:
                     tracemalloc.stop()

@@ -35,7 +35,9 @@ keys an account announced; past ``capacity`` keys, :meth:`KeySet.trim` forgets t
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 
 def holds_record(buf: bytearray, rec: bytes) -> bool:
@@ -54,8 +56,13 @@ def holds_record(buf: bytearray, rec: bytes) -> bool:
     return False
 
 
-class PromptMemory:
-    """The keys of an account's recent prompts, each with its first use (see the module docstring)."""
+class PyPromptMemory:
+    """The keys of an account's recent prompts, each with its first use (see the module docstring).
+
+    The pure-Python implementation and the reference: :data:`PromptMemory` is the native one
+    (``consumers._native``, ``native/src/lib.rs``) when it was built, which answers exactly the
+    same in a sixth of the memory (tests/unit/test_native.py runs both on the same streams).
+    """
 
     __slots__ = ("first", "capacity")
 
@@ -140,11 +147,33 @@ class PromptMemory:
         out[1::2] = first.values()
         return out
 
+    def nbytes(self) -> int:
+        """Bytes held outside Python's allocator: none (the native implementation's heap is)."""
+        return 0
+
     @classmethod
-    def from_list(cls, v: list[int], capacity: int = 512) -> PromptMemory:
+    def from_list(cls, v: list[int], capacity: int = 512) -> PyPromptMemory:
         m = cls(capacity)
         m.first = dict(zip(v[::2], v[1::2], strict=True))
         return m
+
+
+def _choose() -> type[PyPromptMemory]:
+    """The native implementation when `pip install` could build it (a Rust toolchain) and
+    ``DISTILLWATCH_PURE_PYTHON`` is not set; the pure-Python one otherwise."""
+    if os.environ.get("DISTILLWATCH_PURE_PYTHON"):
+        return PyPromptMemory
+    try:
+        from consumers._native import PromptMemory as native
+    except ImportError:  # pragma: no cover - depends on the install
+        return PyPromptMemory
+    # the same interface (use, len, to_list, from_list, nbytes), checked by tests/unit/test_native.py
+    return cast("type[PyPromptMemory]", native)
+
+
+#: what the account stage uses (see :func:`_choose`)
+PromptMemory = _choose()
+NATIVE = PromptMemory is not PyPromptMemory
 
 
 class KeySet:
