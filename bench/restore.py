@@ -326,7 +326,7 @@ def run(ds: Dataset, bootstrap: str = "127.0.0.1:9092", accounts: int = 1_000_00
     rows = [
         make_row(SECTION, "changelog bytes per account (key + value)", [t.bytes_per_account], "bytes/account",
                  f"{T:,} accounts after {len(ds):,} events of the data set"),
-        make_row(SECTION, "memory per active account (tracemalloc, after processing)",
+        make_row(SECTION, "memory per active account (tracemalloc + native, after processing)",
                  [(t.live_bytes - t.empty_bytes) / max(1, t.held)], "bytes/account",
                  f"AccountProcessor after the data set, less a new one "
                  f"({t.empty_bytes / 1e3:,.0f} KB: its model), ÷ {t.held:,} accounts held"
@@ -373,7 +373,7 @@ def run(ds: Dataset, bootstrap: str = "127.0.0.1:9092", accounts: int = 1_000_00
     if r["accounts"] != accounts:
         raise AssertionError(f"restored {r['accounts']:,} accounts, wrote {accounts:,}")
     info.update({"restore": r})
-    rows.append(make_row(SECTION, "memory per restored account (tracemalloc)", [r["bytes_per_restored_account"]],
+    rows.append(make_row(SECTION, "memory per restored account (tracemalloc + native)", [r["bytes_per_restored_account"]],
                          "bytes/account", f"the first {min(chunk, accounts):,} restored accounts"
                          + (f" ({r['first_chunk_frozen']:,} of them frozen)"
                             if r.get("first_chunk_frozen") is not None else "")))

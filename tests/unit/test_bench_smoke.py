@@ -323,8 +323,8 @@ def test_restore_section_without_broker(ds: common.Dataset) -> None:
     assert info["restore"]["accounts"] == 2500 and info["restore"]["chunks"] == 3
     assert 0 < info["templates"] <= len(set(ds.keys[:600]))
     assert rows["changelog bytes per account (key + value)"]["median"] == pytest.approx(info["bytes_per_account"])
-    assert rows["memory per restored account (tracemalloc)"]["median"] > 100
-    assert rows["memory per active account (tracemalloc, after processing)"]["median"] > 100
+    assert rows["memory per restored account (tracemalloc + native)"]["median"] > 100
+    assert rows["memory per active account (tracemalloc + native, after processing)"]["median"] > 100
     restore_row = "AccountProcessor.restore of 1M accounts (measured on 2,500, scaled ×400)"
     assert rows[restore_row]["median"] == pytest.approx(info["restore"]["seconds"] * 400)
     assert not any("changelog read" in case for case in rows)  # no broker, no topic
