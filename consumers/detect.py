@@ -25,6 +25,7 @@ import sys
 import structlog
 
 from consumers.config import DetectSettings, KafkaSettings, load_detector_config
+from consumers.core import prompt_memory
 from consumers.kafka.deployment import build_runners, ensure_pipeline_topics
 from consumers.kafka.errors import FatalRunnerError
 from consumers.kafka.naming import STAGES, pipeline_topics
@@ -85,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_detector_config(ds.detector_config)
     stages = STAGES if ds.stage == "all" else (ds.stage,)
     log.info("detect_start", bootstrap=kafka.bootstrap_servers, group=kafka.group_id, stages=list(stages),
-             detector_config=cfg.fingerprint(), topics=pipeline_topics(kafka))
+             detector_config=cfg.fingerprint(), topics=pipeline_topics(kafka),
+             native=prompt_memory.NATIVE)  # False: the pure-Python fallback (no Rust at install)
     telemetry = Telemetry()
     server = start_http(telemetry, ds)
     try:
