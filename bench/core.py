@@ -13,8 +13,8 @@
   calls ``take_changes()`` after every ``checkpoint_every`` events (≈ one ``commit_interval_ms``
   of traffic), timed apart, so the cost of serialising the changed state is visible;
 * messages per event on the internal topics (observations and verdicts, by kind) and their size;
-* the state the three stages hold after the input (:func:`memory`: tracemalloc, a pass of its own),
-  in all and per account.
+* the state the three stages hold after the input (:func:`memory`: tracemalloc, a pass of its own,
+  plus the native prompt memory, which tracemalloc does not see), in all and per account.
 
 :func:`profile` runs cProfile over ``LocalPipeline`` and returns the top functions by tottime.
 """
@@ -233,7 +233,7 @@ def run(raw: Sequence[bytes], repeat: int = 3, chunk: int = 4096, checkpoint_eve
             note += f"; {nbytes / max(count, 1):.0f} bytes/msg (key+value)"
         rows.append(make_row(SECTION, name, [count / n], "msgs/event", note))
     mem = memory(raw, chunk, cfg)
-    rows.append(make_row(SECTION, "state after the input (tracemalloc), per account",
+    rows.append(make_row(SECTION, "state after the input (tracemalloc + native), per account",
                          [mem["bytes"] / max(1, mem["accounts"])], "bytes/account",
                          f"{mem['bytes'] / 1e6:,.1f} MB for {mem['accounts']:,} accounts, all three stages; "
                          f"the campaign stage holds {mem['fingerprints']:,} fingerprints "

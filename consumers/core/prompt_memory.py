@@ -3,15 +3,17 @@
 The account stage needs, per account, the LSH keys of its recent prompts: to notice a prompt it
 sends again (own reuse), to announce a key only once, and to announce a reused prompt's keys with
 the number of the request that *first* used it (so the campaign stage counts a reused prompt
-once). :class:`PromptMemory` keeps them in a dict of int keys (the fastest lookup Python has:
-six per request); past ``capacity`` keys the older half is forgotten.
+once); past ``capacity`` keys the older half is forgotten. :data:`PromptMemory` is the native
+implementation (``native/src/lib.rs``: flat arrays, 16 bytes a key) when ``pip install`` could
+build it, else :class:`PyPromptMemory`, which keeps them in a dict of int keys (the fastest lookup
+Python has: six per request; ~90 bytes a key). Both answer the same (tests/unit/test_native.py).
 
-A flat byte buffer searched with ``bytearray.find`` would take ~35 bytes per prompt instead of
-~600, but measured on ``day`` it made the account stage 1.35x slower (a heavy account's buffer is
-searched six times per request), so prompts stay in the dict and only the paraphrase keys — a
-membership test, on at most ``capacity`` keys — live in a buffer. Keeping only the newest 64 keys
-in the dict and packing older ones behind a Bloom filter cut an active account from 12.2 to 8.7 KB
-but cost the account stage 39% more CPU (README, *State per account*).
+In pure Python, a flat byte buffer searched with ``bytearray.find`` would take ~35 bytes per
+prompt instead of ~600, but measured on ``day`` it made the account stage 1.35x slower (a heavy
+account's buffer is searched six times per request), so prompts stay in the dict and only the
+paraphrase keys — a membership test, on at most ``capacity`` keys — live in a buffer. Keeping only
+the newest 64 keys in the dict and packing older ones behind a Bloom filter cut an active account
+from 12.2 to 8.7 KB but cost the account stage 39% more CPU (README, *State per account*).
 
 >>> m = PromptMemory()
 >>> keys = (0x0_01234567, 0x1_012389AB, 0x2_0123CDEF, 0x3_456789AB, 0x4_4567CDEF, 0x5_89ABCDEF)

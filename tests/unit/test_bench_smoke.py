@@ -127,7 +127,7 @@ def test_core_section_counts_are_consistent(ds: common.Dataset) -> None:
     mem = info["memory"]
     assert mem["accounts"] == len({orjson.loads(v)["account_id"] for v in ds.raw}) > 0
     assert mem["fingerprints"] >= mem["singles"] > 0
-    assert rows["state after the input (tracemalloc), per account"]["median"] == pytest.approx(
+    assert rows["state after the input (tracemalloc + native), per account"]["median"] == pytest.approx(
         mem["bytes"] / mem["accounts"]) and mem["bytes"] > 1000 * mem["accounts"]
 
 
