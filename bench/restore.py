@@ -78,13 +78,26 @@ class Templates:
 
     def __init__(self, accounts: dict[bytes, list[tuple[bytes, bytes | None]]],
                  other: list[tuple[bytes, bytes | None]], held: int, live_bytes: int,
-                 empty_bytes: int = 0, frozen: int | None = None):
+                 empty_bytes: int = 0, frozen: int | None = None, model_growth: int = 0):
         self.accounts = accounts            # account id -> its entries (key ends with the id)
         self.other = other                  # model, metadata...
         self.held = held                    # accounts the processor held
         self.live_bytes = live_bytes        # tracemalloc: the processor after the data set
         self.empty_bytes = empty_bytes      # tracemalloc: a new, empty processor (its model)
         self.frozen = frozen                # of the accounts held, how many were frozen (idle)
+        self.model_growth = model_growth    # tracemalloc: its trained model less a new one
+
+    @property
+    def active_bytes(self) -> float:
+        """Memory per account held: the processor after the data set less a new one."""
+        return (self.live_bytes - self.empty_bytes) / max(1, self.held)
+
+    @property
+    def marginal_bytes(self) -> float:
+        """... and less what its behaviour model grew by learning: a per-partition constant (a
+        forest of ``hst_trees`` trees of ``2^hst_height`` nodes, built as it learns), not state
+        per account."""
+        return (self.live_bytes - self.empty_bytes - self.model_growth) / max(1, self.held)
 
     @property
     def bytes_per_account(self) -> float:
@@ -98,6 +111,8 @@ def templates(ds: Dataset, cfg: Any = None) -> Templates:
     ``take_changes()`` into per-account entries and the rest."""
     from consumers.core.account_stage import AccountProcessor
     from consumers.core.config import DetectorConfig
+    from consumers.core.features import FEATURE_NAMES
+    from consumers.core.models.behaviour import BehaviourModel
 
     cfg = cfg or DetectorConfig()
     ids = {k for k in ds.keys}
@@ -117,6 +132,15 @@ def templates(ds: Dataset, cfg: Any = None) -> Templates:
             proc.process(recs)
         gc.collect()
         live = tracemalloc.get_traced_memory()[0] - base
+        # the model's growth: a copy of the trained model less a new one (same settings)
+        at = tracemalloc.get_traced_memory()[0]
+        trained = BehaviourModel.loads(proc.model.dumps())
+        grown = tracemalloc.get_traced_memory()[0] - at
+        at = tracemalloc.get_traced_memory()[0]
+        fresh = BehaviourModel(len(FEATURE_NAMES), seed=cfg.seed, n_trees=cfg.hst_trees,
+                               height=cfg.hst_height, window_size=cfg.hst_window)
+        model_growth = grown - (tracemalloc.get_traced_memory()[0] - at)
+        del trained, fresh
     finally:
         tracemalloc.stop()
         gc.set_threshold(*saved)
@@ -135,7 +159,7 @@ def templates(ds: Dataset, cfg: Any = None) -> Templates:
         raise RuntimeError(f"only {len(per)} of the {held} accounts held have changelog entries whose "
                            "key ends with the account id: the cloning in bench/restore.py must learn "
                            "the new key format")
-    return Templates(per, other, held, live, empty, frozen)
+    return Templates(per, other, held, live, empty, frozen, model_growth)
 
 
 def idle_bytes(t: Templates) -> tuple[float, float]:
@@ -327,10 +351,14 @@ def run(ds: Dataset, bootstrap: str = "127.0.0.1:9092", accounts: int = 1_000_00
         make_row(SECTION, "changelog bytes per account (key + value)", [t.bytes_per_account], "bytes/account",
                  f"{T:,} accounts after {len(ds):,} events of the data set"),
         make_row(SECTION, "memory per active account (tracemalloc + native, after processing)",
-                 [(t.live_bytes - t.empty_bytes) / max(1, t.held)], "bytes/account",
+                 [t.active_bytes], "bytes/account",
                  f"AccountProcessor after the data set, less a new one "
                  f"({t.empty_bytes / 1e3:,.0f} KB: its model), ÷ {t.held:,} accounts held"
                  + (f" ({t.frozen:,} of them frozen)" if t.frozen is not None else "")),
+        make_row(SECTION, "memory per active account, less the model's growth (tracemalloc + native)",
+                 [t.marginal_bytes], "bytes/account",
+                 f"the row above less what the behaviour model grew by learning ({t.model_growth / 1e3:,.0f} KB: "
+                 f"a per-partition constant, its trees); issue #13 target: ≤ 4 KiB"),
     ]
     idle, idle_median = idle_bytes(t)
     rows.append(make_row(SECTION, "memory per idle (frozen) account (tracemalloc)", [idle], "bytes/account",
@@ -338,7 +366,9 @@ def run(ds: Dataset, bootstrap: str = "127.0.0.1:9092", accounts: int = 1_000_00
                          f"{idle_median:,.0f} B; issue #13 target: ≤ 512 B"))
     info: dict[str, Any] = {"templates": T, "events": len(ds), "accounts": accounts, "chunk": chunk,
                             "bytes_per_account": t.bytes_per_account,
-                            "live_bytes_per_account": (t.live_bytes - t.empty_bytes) / max(1, t.held),
+                            "live_bytes_per_account": t.active_bytes,
+                            "marginal_bytes_per_account": t.marginal_bytes,
+                            "model_growth_bytes": t.model_growth,
                             "empty_processor_bytes": t.empty_bytes}
     if broker:
         from bench.kafka import check_broker, cleanup

@@ -41,7 +41,7 @@ from consumers.core.features import (
     FEATURE_NAMES,
     MAX_PARA_KEYS,
     AccountState,
-    event_digest,
+    digest8,
     paraphrase_key_ints,
     paraphrase_key_name,
     prompt_key_ints,
@@ -64,6 +64,7 @@ _ACCOUNT_PREFIX = b"a:"
 _MAX_IPS = 64              # distinct client prefixes remembered per account
 _ANNOUNCED_IPS = 16        # ... of which announced: enough to place the account in a proxy pool
 _MAX_MODELS = 32
+_MAX_SHARED = 16_384       # distinct strings / behaviour summaries kept once per partition (_shared)
 
 
 def dlq_record(r: Record, reason: str) -> Record:
@@ -183,6 +184,10 @@ class AccountProcessor:
                                  cfg.timing_max_density, cfg.seed, cfg.timing_max_chance,
                                  cfg.timing_prior_accounts)
         self.timing_epoch = 0             # end of the last epoch whose timing keys were announced
+        # one copy of what many accounts hold alike: client strings, model names, org ids, and
+        # behaviour summaries (see _shared); bounded: past _MAX_SHARED, values are kept as they come
+        self._strings: dict[str, str] = {}
+        self._summaries: dict[tuple[Any, ...], list[Any]] = {}
         self.counters = {"events": 0, "invalid": 0, "duplicates": 0, "evicted_ttl": 0,
                          "evicted_cap": 0, "fingerprint_cap": 0, "ts_out_of_range": 0,
                          "frozen": 0, "thawed": 0}
@@ -216,9 +221,10 @@ class AccountProcessor:
             acct = ev["account_id"]
             self._card = ev["payment_fingerprint"]
             got = accounts.get(acct)
-            digest = event_digest(ev["event_id"])
+            digest = digest8(ev["event_id"])
             if got is None:
-                st = AccountState.new(ev["org_id"], ev["account_created_ms"], ts)
+                org = ev["org_id"]
+                st = AccountState.new(org and self._shared(org), ev["account_created_ms"], ts)
                 if st.age_days_at_first() < cfg.para_max_age_days:
                     st.para = KeySet(MAX_PARA_KEYS)
                 accounts[acct] = st
@@ -231,7 +237,7 @@ class AccountProcessor:
                     # what is known from the first request: how fresh the account is
                     self._send_behaviour(out, acct, st, *behaviour_evidence(st, 0.0, cfg), max(self.watermark, ts))
             elif isinstance(got, bytes):  # frozen: thaw it
-                st = accounts[acct] = AccountState.thaw(got)
+                st = accounts[acct] = self._compact(AccountState.thaw(got))
                 accounts.move_to_end(acct)
                 warm[acct] = None
                 counters["thawed"] += 1
@@ -279,24 +285,21 @@ class AccountProcessor:
 
     def _fingerprints(self, out: list[Record], st: AccountState, acct: str, ev: dict[str, Any], ts: int) -> None:
         ip = ev["client_ip_prefix"]
-        ips = st.ips
-        if ip not in ips and len(ips) < _MAX_IPS:
-            ips[ip] = None
-            if len(ips) <= _ANNOUNCED_IPS:
-                self._announce(out, st, acct, "ip:" + ip, ts)
+        if 0 < st.add_ip(ip, _MAX_IPS) <= _ANNOUNCED_IPS:
+            self._announce(out, st, acct, "ip:" + ip, ts)
         pay = ev["payment_fingerprint"]
         if pay is not None and pay != st.lpay:
             st.lpay = pay
-            if ("pay:" + pay) not in st.fps:
+            if not st.has_fingerprint("pay:" + pay):
                 self._announce(out, st, acct, "pay:" + pay, ts)
         ua = ev["user_agent"]
         if ua and ua != st.lua:
-            st.lua = ua
-            if ("ua:" + ua) not in st.fps:
+            st.lua = self._shared(ua)
+            if not st.has_fingerprint("ua:" + ua):
                 self._announce(out, st, acct, "ua:" + ua, ts)
         model = ev["model"]
         if model not in st.models and len(st.models) < _MAX_MODELS:
-            st.models[model] = ts
+            st.models[self._shared(model)] = ts
             released = self.model_first.get(model)
             if released is None:
                 if len(self.model_first) < 10_000:
@@ -331,10 +334,10 @@ class AccountProcessor:
     def _announce(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int) -> None:
         """Announce an infrastructure fingerprint (client /24, card, client string, creation wave),
         once per account, at most ``max_fingerprints_per_account`` of them."""
-        if len(st.fps) >= self.cfg.max_fingerprints_per_account:
+        if st.n_fingerprints() >= self.cfg.max_fingerprints_per_account:
             self.counters["fingerprint_cap"] += 1
             return
-        st.fps[fp] = None
+        st.add_fingerprint(fp)
         out.append(Record("observations", fp.encode(), encode_fingerprint(fp, self._tail_for(st, acct, ts, st.n))))
 
     def _announce_content(self, out: list[Record], st: AccountState, acct: str, fps: Iterable[str], ts: int,
@@ -410,12 +413,46 @@ class AccountProcessor:
                         reasons: list[list[Any]], extraction: float, wm: int) -> None:
         """Send the behaviour summary downstream when it changed (scores in steps of 0.05)."""
         st.beh = score
-        summary = [round(score * 20) / 20, [r[0] for r in reasons], round(extraction * 20) / 20]
+        summary = self._summary(round(score * 20) / 20, tuple(r[0] for r in reasons), round(extraction * 20) / 20)
         if summary == st.sent:
             return
         st.sent = summary
         out.append(Record(topic="observations", key=acct.encode(), value=Behaviour(
             acct, st.org, score, reasons, round(extraction, 4), wm, st.first, st.n).encode()))
+
+    def _shared(self, s: str) -> str:
+        """The partition's one copy of a string many accounts hold (client string, model name, org
+        id): an account keeps a reference instead of its own copy."""
+        got = self._strings.get(s)
+        if got is not None:
+            return got
+        if len(self._strings) < _MAX_SHARED:
+            self._strings[s] = s
+        return s
+
+    def _summary(self, score: float, codes: tuple[str, ...], extraction: float) -> list[Any]:
+        """A behaviour summary ``[score, [reason codes], extraction]``, one list per distinct
+        summary (a few hundred on a day): accounts keep a reference. Never mutated."""
+        key = (score, codes, extraction)
+        got = self._summaries.get(key)
+        if got is None:
+            got = [score, list(codes), extraction]
+            if len(self._summaries) < _MAX_SHARED:
+                self._summaries[key] = got
+        return got
+
+    def _compact(self, st: AccountState) -> AccountState:
+        """A restored or thawed account, holding the partition's shared copies (see _shared)."""
+        if st.org:
+            st.org = self._shared(st.org)
+        if st.lua:
+            st.lua = self._shared(st.lua)
+        if st.models:
+            st.models = {self._shared(m): t for m, t in st.models.items()}
+        sent = st.sent
+        if len(sent) == 3 and isinstance(sent[1], list):
+            st.sent = self._summary(sent[0], tuple(sent[1]), sent[2])
+        return st
 
     def _expire(self, wm: int) -> None:
         ttl = self.cfg.account_ttl_ms
@@ -500,7 +537,7 @@ class AccountProcessor:
                 if AccountState.is_frozen(lst):
                     states.append((AccountState.touch_of(lst), acct, v))
                 else:
-                    st = AccountState.from_list(lst)
+                    st = self._compact(AccountState.from_list(lst))
                     states.append((st.touch, acct, st))
         states.sort(key=lambda t: t[0])  # recency order, exactly as live
         self.accounts = OrderedDict((a, st) for _, a, st in states)

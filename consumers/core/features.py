@@ -70,6 +70,7 @@ class AccountState:
         "dirty", "beh", "lpay", "lua", "scored_n", "scored_t", "touch", "switch_h", "para",
         "para_day", "para_left",
         "slots",  # synchronised timing (consumers/core/timing.py)
+        "nfp",
     )
 
     def __init__(self) -> None:
@@ -87,13 +88,14 @@ class AccountState:
         self.gm2 = 0.0
         self.tin = 0.0       # sum log1p(input tokens)
         self.tout = 0.0
-        self.ips: dict[str, None] = {}          # distinct client prefixes (bounded)
+        self.ips = b""                          # distinct client prefixes: their digest8s (bounded)
         self.reuse = 0                          # prompts whose SimHash the account used before
         self.models: dict[str, int] = {}        # model -> first use ts (bounded)
         self.recent_ids = bytearray()           # dedup window: 8-byte digests of recent event ids, a ring ...
         self.ids_at = 0                         # ... whose oldest entry is here once it is full
         self.prompts = PromptMemory(MAX_PROMPT_KEYS)  # keys of its recent prompts and their first use
-        self.fps: dict[str, None] = {}          # non-prompt fingerprints announced
+        self.fps = b""                          # payment and client-string fingerprints announced: digest8s
+        self.nfp = 0                            # non-prompt fingerprints announced (those, prefixes, wave)
         self.next_learn = 0                     # ts from which the account may train the model again
         self.sent: list[Any] = []               # last behaviour summary sent downstream
         self.dirty = False                      # active since the last tick
@@ -119,8 +121,51 @@ class AccountState:
         return st
 
     def seen_event(self, digest: bytes) -> bool:
-        """Whether an event id with this :func:`event_digest` is among the account's recent ones."""
+        """Whether an event id with this :func:`digest8` is among the account's recent ones."""
         return holds_record(self.recent_ids, digest)
+
+    def add_ip(self, ip: str, limit: int) -> int:
+        """Remember a client prefix: how many the account has shown once it is added, 0 if it
+        was known or ``limit`` prefixes are already remembered.
+
+        >>> st = AccountState()
+        >>> st.add_ip("203.0.113.0/24", 2), st.add_ip("203.0.113.0/24", 2), st.add_ip("198.51.100.0/24", 2)
+        (1, 0, 2)
+        >>> st.add_ip("192.0.2.0/24", 2), st.n_ips()
+        (0, 2)
+        """
+        ips = self.ips
+        if len(ips) >= 8 * limit:
+            return 0
+        d = digest8(ip)
+        if holds_record(ips, d):
+            return 0
+        self.ips = ips + d
+        return len(ips) // 8 + 1
+
+    def n_ips(self) -> int:
+        return len(self.ips) // 8
+
+    def has_fingerprint(self, fp: str) -> bool:
+        """Whether the account announced this payment or client-string fingerprint (``pay:`` /
+        ``ua:``: the ones it may meet again after a change; its client prefixes are
+        :meth:`add_ip`'s, its creation wave is announced once)."""
+        return holds_record(self.fps, digest8(fp))
+
+    def add_fingerprint(self, fp: str) -> None:
+        """Count an announced fingerprint; remember a ``pay:`` or ``ua:`` one (see above).
+
+        >>> st = AccountState()
+        >>> st.add_fingerprint("ip:203.0.113.0/24"); st.add_fingerprint("pay:c1")
+        >>> st.n_fingerprints(), st.has_fingerprint("pay:c1"), len(st.fps)
+        (2, True, 8)
+        """
+        self.nfp += 1
+        if fp.startswith(_REMEMBERED_FPS):
+            self.fps += digest8(fp)
+
+    def n_fingerprints(self) -> int:
+        return self.nfp
 
     def remember_event(self, digest: bytes, window: int) -> None:
         """Remember an event id's digest; past ``window`` ids, the oldest is forgotten."""
@@ -214,7 +259,7 @@ class AccountState:
             _clip01((out_in + 3.0) / 6.0),
             self.freshness(),
             self.reuse / n,
-            _clip01(len(self.ips) / n),
+            _clip01(len(self.ips) // 8 / n),
             self.category_entropy(),
         ]
 
@@ -222,13 +267,14 @@ class AccountState:
     def to_list(self) -> list[Any]:
         return [
             self.org, self.created, self.first, self.last, self.n, self.cats, self.el, self.tools,
-            self.hours, self.gn, self.gmean, self.gm2, self.tin, self.tout, list(self.ips),
+            self.hours, self.gn, self.gmean, self.gm2, self.tin, self.tout, _b64(self.ips),
             self.reuse, self.models, [base64.b64encode(self.recent_ids).decode(), self.ids_at],
             self.prompts.to_list(),
-            list(self.fps), self.next_learn, self.sent, self.dirty, self.beh,
+            _b64(self.fps), self.next_learn, self.sent, self.dirty, self.beh,
             self.lpay, self.lua, self.scored_n, self.scored_t, self.touch, self.switch_h,
             None if self.para is None else self.para.to_str(), self.para_day, self.para_left,
             0, window_to_json(self.slots),  # [_FROZEN]: 0 (1 once frozen), [_SLOTS]: time slots
+            self.nfp,
         ]
 
     # -- frozen: an idle account's changelog value, without the caches ---------------------------
@@ -237,25 +283,25 @@ class AccountState:
         active account (its dedup window, its prompt and paraphrase keys), marked frozen.
 
         >>> st = AccountState.new("org-1", created_ms=0, ts_ms=5)
-        >>> st.remember_event(event_digest("e1"), 64)
+        >>> st.remember_event(digest8("e1"), 64)
         >>> blob = st.freeze()
         >>> AccountState.is_frozen(AccountState.load_value(blob)), AccountState.frozen_last(blob)
         (True, 5)
         >>> len(blob) < len(orjson.dumps(AccountState.load_value(blob)))   # compressed
         True
         >>> back = AccountState.thaw(blob)
-        >>> back.org, back.seen_event(event_digest("e1"))
+        >>> back.org, back.seen_event(digest8("e1"))
         ('org-1', False)
         """
         v = self.to_list()
-        v[_IDS], v[_PROMPT_KEYS] = ["", 0], PromptMemory().to_list()
+        v[_IDS], v[_PROMPT_KEYS] = ["", 0], []
         if v[_PARA] is not None:
             v[_PARA] = ""
         v[_FROZEN] = 1
         # compressed: a frozen value is kept for days (and is a fresh bytes object of its own size:
         # orjson's result would keep its whole output buffer, 16 KB for a few hundred bytes)
-        c = zlib.compressobj(6, zdict=_FROZEN_ZDICT)
-        return _FROZEN_MARK + c.compress(orjson.dumps(v)) + c.flush()
+        c = zlib.compressobj(6, zlib.DEFLATED, -15, zdict=_FROZEN_ZDICT_V2)
+        return _FROZEN_MARK_V2 + c.compress(orjson.dumps(v)) + c.flush()
 
     @classmethod
     def thaw(cls, blob: bytes) -> AccountState:
@@ -264,8 +310,12 @@ class AccountState:
     @staticmethod
     def load_value(blob: bytes) -> list[Any]:
         """A changelog value as its list: plain JSON (a warm account, or an account frozen before
-        frozen values were compressed) or a compressed frozen value (:meth:`freeze`)."""
-        if blob[:1] == _FROZEN_MARK:
+        frozen values were compressed) or a compressed frozen value (:meth:`freeze`; either mark)."""
+        mark = blob[:1]
+        if mark == _FROZEN_MARK_V2:
+            d = zlib.decompressobj(-15, zdict=_FROZEN_ZDICT_V2)
+            return orjson.loads(d.decompress(blob[1:]) + d.flush())
+        if mark == _FROZEN_MARK:
             d = zlib.decompressobj(zdict=_FROZEN_ZDICT)
             return orjson.loads(d.decompress(blob[1:]) + d.flush())
         return orjson.loads(blob)
@@ -296,14 +346,18 @@ class AccountState:
         if len(v) > 32:
             st.para_day, st.para_left = v[31], v[32]
         st.slots = window_from_json(v[_SLOTS] if len(v) > _SLOTS else None)  # absent before timing
-        st.ips = dict.fromkeys(ips)
-        st.fps = dict.fromkeys(fps)
+        st.ips = _digests(ips)
+        if isinstance(fps, str):
+            st.fps = base64.b64decode(fps)
+            st.nfp = v[_NFP] if len(v) > _NFP else len(st.fps) // 8
+        else:  # earlier changelogs: the fingerprints themselves
+            st.fps, st.nfp = _digests([fp for fp in fps if fp.startswith(_REMEMBERED_FPS)]), len(fps)
         # earlier changelogs: event ids as strings, prompt keys as a {name: request} dict
         if isinstance(ids, list) and len(ids) == 2 and isinstance(ids[0], str) and isinstance(ids[1], int):
             st.recent_ids, st.ids_at = bytearray(base64.b64decode(ids[0])), ids[1]
         else:
             for eid in ids[-64:]:
-                st.remember_event(event_digest(eid), 64)
+                st.remember_event(digest8(eid), 64)
         if isinstance(prompts, dict):  # earlier changelogs: {key name: request}
             prompts = [x for k, r in prompts.items() for x in (_key_int(k), r)]
         st.prompts = PromptMemory.from_list(prompts, MAX_PROMPT_KEYS)
@@ -311,12 +365,16 @@ class AccountState:
 
 
 #: positions in the changelog list (:meth:`AccountState.to_list`)
-_LAST, _IDS, _PROMPT_KEYS, _TOUCH, _PARA, _FROZEN, _SLOTS = 3, 17, 18, 28, 30, 33, 34
-#: a frozen value (:meth:`AccountState.freeze`) is this mark and a zlib stream (plain JSON starts
-#: with "["). The stream uses a preset dictionary — the skeleton of a value and the common
-#: browser client-string prefixes — which takes a frozen value on ``day`` from 356 to 304 bytes
-#: (median; 662 as JSON). Never change it in place: a new dictionary needs a new mark, and the
-#: old one stays readable (values of changelogs written before it).
+_LAST, _IDS, _PROMPT_KEYS, _TOUCH, _PARA, _FROZEN, _SLOTS, _NFP = 3, 17, 18, 28, 30, 33, 34, 35
+#: the fingerprints an account remembers by digest (the others need no membership test)
+_REMEMBERED_FPS = ("pay:", "ua:")
+#: a frozen value (:meth:`AccountState.freeze`) is a mark and a compressed stream (plain JSON
+#: starts with "["). The stream uses a preset dictionary — the skeleton of a value and the common
+#: browser client-string prefixes — which took a frozen value on ``day`` from 356 to 304 bytes
+#: (median; 662 as JSON). Never change one in place: a new dictionary needs a new mark, and the
+#: old ones stay readable (values of changelogs written before it).
+#:
+#: Mark 1 (until client prefixes and fingerprints were digests): a zlib stream with this dictionary.
 _FROZEN_MARK = b"\x01"
 _FROZEN_ZDICT = (
     b'"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/'
@@ -327,15 +385,40 @@ _FROZEN_ZDICT = (
     b'0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],0,0.0,0.0,0.0,0.0,[],0,{},["",0],[],[],0,[],false,0.0,null,'
     b'null,0,0,0,-1.0,null,-1,0,1,0]'
 )
+#: Mark 2: a raw deflate stream (no zlib header and checksum: 6 bytes; a Kafka record has its own
+#: CRC) with the skeleton of today's value and the contract's reason codes (a behaviour summary
+#: holds some): ``day`` seed 1's frozen value median 320 → 298 bytes.
+_FROZEN_MARK_V2 = b"\x02"
+_FROZEN_ZDICT_V2 = (
+    _FROZEN_ZDICT[:_FROZEN_ZDICT.index(b'"ip:/24"')]
+    + b'"MODEL_SWITCH","HIGH_VOLUME","BEHAVIOUR_ANOMALY","ROUND_THE_CLOCK","REASONING_ELICITATION",'
+    b'"CAPABILITY_CONCENTRATION","FRESH_ACCOUNT"'
+    b'[null,1700000000000,1700000000000,1700000000000,0,[0,0,0,0,0,0,0,0,0],0.0,0,[0,0,0,0,0,0,0,0,'
+    b'0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],0,0.0,0.0,0.0,0.0,"",0,{},["",0],[],"",0,[0.0,[],0.0],false,0.0,null,'
+    b'null,0,0,0,-1.0,"",-1,0,1,0,0]'
+)
 
 
-def event_digest(event_id: str) -> bytes:
-    """8 bytes standing for an event id in an account's dedup window (stable across processes).
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
 
-    >>> event_digest("evt-1") == event_digest("evt-1") != event_digest("evt-2")
+
+def _digests(v: str | list[str]) -> bytes:
+    """A set of digest8s from its changelog form: base64, or (changelogs written before they
+    were digests) the strings themselves."""
+    if isinstance(v, str):
+        return base64.b64decode(v)
+    return b"".join(dict.fromkeys(map(digest8, v)))
+
+
+def digest8(text: str) -> bytes:
+    """8 bytes standing for a string — an event id in an account's dedup window, a client prefix
+    or a fingerprint in its sets — stable across processes (BLAKE2b).
+
+    >>> digest8("evt-1") == digest8("evt-1") != digest8("evt-2")
     True
     """
-    return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return hashlib.blake2b(text.encode(), digest_size=8).digest()
 
 
 def _key_int(k: int | str) -> int:

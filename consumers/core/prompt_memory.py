@@ -42,7 +42,7 @@ from collections.abc import Iterable, Sequence
 from typing import cast
 
 
-def holds_record(buf: bytearray, rec: bytes) -> bool:
+def holds_record(buf: bytes | bytearray, rec: bytes) -> bool:
     """Whether ``buf``, a run of records of ``len(rec)`` bytes each, holds ``rec`` as one of them
     (a match straddling two records does not count).
 

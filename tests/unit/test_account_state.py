@@ -9,7 +9,7 @@ import pytest
 
 from consumers.core.features import (
     AccountState,
-    event_digest,
+    digest8,
     paraphrase_key_ints,
     paraphrase_key_name,
     paraphrase_keys,
@@ -23,15 +23,15 @@ from consumers.core.prompt_memory import KeySet, PromptMemory
 def test_dedup_ring_remembers_exactly_the_last_window_ids() -> None:
     st = AccountState.new(None, 0, 0)
     for i in range(100):
-        st.remember_event(event_digest(f"e{i}"), 64)
+        st.remember_event(digest8(f"e{i}"), 64)
     assert len(st.recent_ids) == 64 * 8
-    assert all(st.seen_event(event_digest(f"e{i}")) for i in range(36, 100))
-    assert not any(st.seen_event(event_digest(f"e{i}")) for i in range(36))
+    assert all(st.seen_event(digest8(f"e{i}")) for i in range(36, 100))
+    assert not any(st.seen_event(digest8(f"e{i}")) for i in range(36))
 
 
 def test_a_digest_found_across_two_entries_is_not_a_match() -> None:
     st = AccountState.new(None, 0, 0)
-    a, b = event_digest("a"), event_digest("b")
+    a, b = digest8("a"), digest8("b")
     st.remember_event(a, 4)
     st.remember_event(b, 4)
     straddling = a[4:] + b[:4]  # present in the bytes, but not as an entry
@@ -49,14 +49,14 @@ def test_key_ints_name_the_announced_fingerprints() -> None:
 
 def test_changelog_round_trip() -> None:
     st = AccountState.new("org", 1, 2)
-    st.remember_event(event_digest("x"), 64)
+    st.remember_event(digest8("x"), 64)
     keys = prompt_key_ints("91b7584a2265b1f5")
     st.prompts.use(keys, 3)
     st.para = KeySet()
     st.para.add(paraphrase_key_ints("91b7584a2265b1f5", 1)[0])
     back = AccountState.from_list(st.to_list())
     assert back.to_list() == st.to_list()
-    assert back.seen_event(event_digest("x"))
+    assert back.seen_event(digest8("x"))
     assert back.prompts.use(keys, 4)[2]  # remembered: a reuse
 
 
@@ -69,10 +69,24 @@ def test_changelog_of_an_earlier_version_restores() -> None:
     old[18] = {"p0:91b7584a": -3, "p5:2265b1f5": 4}
     old[30] = ["q012:91b758"]
     back = AccountState.from_list(old)
-    assert back.seen_event(event_digest("e1")) and back.seen_event(event_digest("e2"))
+    assert back.seen_event(digest8("e1")) and back.seen_event(digest8("e2"))
     keys = prompt_key_ints("91b7584a2265b1f5")
     assert back.prompts.to_list() == [keys[0], -3, keys[5], 4]
     assert back.para is not None and paraphrase_key_ints("91b7584a2265b1f5", 1)[0] in back.para
+
+
+def test_changelog_with_client_prefixes_and_fingerprints_as_strings_restores() -> None:
+    # before they were digest8s: the strings themselves
+    st = AccountState.new("org", 1, 2)
+    old = st.to_list()
+    old[14] = ["203.0.113.0/24", "198.51.100.0/24"]
+    old[19] = ["ip:203.0.113.0/24", "pay:c1", "ua:curl/8"]
+    back = AccountState.from_list(old)
+    assert back.n_ips() == 2 and back.add_ip("203.0.113.0/24", 64) == 0 and back.add_ip("192.0.2.0/24", 64) == 3
+    assert back.n_fingerprints() == 3 and len(back.fps) == 16  # the ip: one is counted, not remembered
+    assert back.has_fingerprint("pay:c1") and back.has_fingerprint("ua:curl/8") and not back.has_fingerprint("pay:c2")
+    again = AccountState.from_list(back.to_list())  # and in today's form
+    assert again.to_list() == back.to_list() and again.has_fingerprint("pay:c1") and again.n_fingerprints() == 3
 
 
 def _per_key(events: list[tuple[str, int]], cap: int, mask: int = 0xF, template: bool = True
@@ -195,8 +209,11 @@ def test_an_idle_account_freezes_small_and_thaws_on_its_next_request() -> None:
 
 def test_a_frozen_value_written_before_compression_restores_and_thaws() -> None:
     # changelogs written before frozen values were compressed hold them as plain JSON
+    import zlib
+
     import orjson
 
+    from consumers.core import features
     from consumers.core.account_stage import AccountProcessor
     from consumers.core.config import HOUR_MS, DetectorConfig
 
@@ -207,9 +224,12 @@ def test_a_frozen_value_written_before_compression_restores_and_thaws() -> None:
     changes = dict(ap.take_changes())
     blob = changes[b"a:idle"]
     plain = orjson.dumps(AccountState.load_value(blob))
-    assert plain[:1] == b"[" and blob[:1] != b"[" and len(blob) < len(plain)
+    assert plain[:1] == b"[" and blob[:1] == b"\x02" and len(blob) < len(plain)
+    # mark 1: a zlib stream with the first preset dictionary (before prefixes were digests)
+    c = zlib.compressobj(6, zdict=features._FROZEN_ZDICT)
+    mark1 = b"\x01" + c.compress(plain) + c.flush()
     thawed = []
-    for value in (blob, plain):
+    for value in (blob, plain, mark1):
         restored = AccountProcessor(cfg)
         restored.restore([(k, v) for k, v in changes.items() if k != b"a:idle"] + [(b"a:idle", value)])
         assert restored.accounts["idle"] == value  # kept frozen, as written
@@ -217,7 +237,7 @@ def test_a_frozen_value_written_before_compression_restores_and_thaws() -> None:
         st = restored.accounts["idle"]
         assert isinstance(st, AccountState) and st.n == 5
         thawed.append(st.to_list())
-    assert thawed[0] == thawed[1]
+    assert thawed[0] == thawed[1] == thawed[2]
 
 
 def test_freezing_can_be_turned_off() -> None:

@@ -336,3 +336,30 @@ def test_dlq_record_helper_truncates_long_reasons() -> None:
     r = dlq_record(Record("t", b"k", b"v", 0, 1), "é" * 5000)
     err = dict(r.headers or [])["dlq.error"]
     assert len(err) <= 1000 and r.value == b"v" and r.key == b"k"
+
+
+def test_accounts_share_one_copy_of_client_strings_models_and_summaries(world: Any) -> None:
+    """Strings and behaviour summaries many accounts hold alike are kept once per partition, also
+    after a restore from the changelog and after a thaw: an account holds a reference."""
+    _, lines, _ = world
+    proc = AccountProcessor(DetectorConfig())
+    recs = [Record("requests", None, v, 0, i) for i, v in enumerate(lines)]
+    proc.process(recs)
+
+    def sharing(p: AccountProcessor) -> tuple[int, int, int]:
+        states = [st for st in p.accounts.values() if isinstance(st, AccountState)]
+        uas = {st.lua for st in states if st.lua}
+        models = {m for st in states for m in st.models}
+        sent = [st.sent for st in states if st.sent]
+        # as many distinct objects as distinct values: every account refers to the one copy
+        assert len({id(x) for st in states if st.lua for x in [st.lua]}) == len(uas)
+        assert len({id(m) for st in states for m in st.models}) == len(models)
+        assert len({id(s) for s in sent}) == len({orjson.dumps(s) for s in sent})
+        return len(uas), len(models), len(sent)
+
+    n_ua, n_models, n_sent = sharing(proc)
+    assert n_ua >= 2 and n_models >= 1 and n_sent > len({orjson.dumps(st.sent) for st in proc.accounts.values()
+                                                          if isinstance(st, AccountState) and st.sent})
+    back = AccountProcessor(DetectorConfig())
+    back.restore(proc.take_changes())
+    assert sharing(back) == (n_ua, n_models, n_sent)

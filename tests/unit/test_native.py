@@ -74,7 +74,7 @@ def test_native_memory_is_compact() -> None:
     for req in range(1, 85):  # 504 keys of fresh prompts: a heavy account's memory, just below the cap
         m.use(prompt_key_ints(f"{rng.getrandbits(64):016x}"), req, 0xF)
     assert len(m) == 504
-    assert m.nbytes() <= 24 * len(m) + 4 * 1024  # 16 bytes a key, a table of 4-byte slots
+    assert m.nbytes() <= 10 * len(m) + 2 * 1024  # 8 bytes a key, a table of 2-byte slots
     assert PyPromptMemory().nbytes() == 0
 
 
@@ -83,3 +83,23 @@ def test_native_from_list_rejects_an_odd_list() -> None:
     assert NativePromptMemory is not None
     with pytest.raises(ValueError, match="odd"):
         NativePromptMemory.from_list([1, 2, 3])
+
+
+@needs_native
+@pytest.mark.parametrize("big", ["request", "key", "restored"])
+def test_native_stays_exact_past_the_packed_layout(big: str) -> None:
+    """A request number past 28 bits or a key past 35 bits does not fit an 8-byte entry: the
+    memory moves to its wide layout, mid-stream or on restore, and answers as the reference."""
+    assert NativePromptMemory is not None
+    ref, nat = PyPromptMemory(64), NativePromptMemory(64)
+    if big == "restored":
+        v = [3, 1 << 40, 1 << 36, -5, 7, 2]
+        ref, nat = PyPromptMemory.from_list(v, 64), NativePromptMemory.from_list(v, 64)
+    for i, (keys, req) in enumerate(_stream(5, 400)):
+        if big == "request" and i >= 150:
+            req += 1 << 28
+        if big == "key" and i == 200:
+            keys = (1 << 40, *keys[1:])
+        assert nat.use(keys, req, 0x3) == ref.use(keys, req, 0x3), i
+        assert nat.to_list() == ref.to_list()
+    assert nat.nbytes() > 16 * len(nat)  # it did widen: 16 bytes a key
