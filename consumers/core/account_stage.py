@@ -299,7 +299,7 @@ class AccountProcessor:
                 self._announce(out, st, acct, "ua:" + ua, ts)
         model = ev["model"]
         if model not in st.models and len(st.models) < _MAX_MODELS:
-            st.models[self._shared(model)] = ts
+            st.models += (self._shared(model),)
             released = self.model_first.get(model)
             if released is None:
                 if len(self.model_first) < 10_000:
@@ -448,7 +448,7 @@ class AccountProcessor:
         if st.lua:
             st.lua = self._shared(st.lua)
         if st.models:
-            st.models = {self._shared(m): t for m, t in st.models.items()}
+            st.models = tuple(map(self._shared, st.models))
         sent = st.sent
         if len(sent) == 3 and isinstance(sent[1], list):
             st.sent = self._summary(sent[0], tuple(sent[1]), sent[2])

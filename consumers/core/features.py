@@ -90,7 +90,7 @@ class AccountState:
         self.tout = 0.0
         self.ips = b""                          # distinct client prefixes: their digest8s (bounded)
         self.reuse = 0                          # prompts whose SimHash the account used before
-        self.models: dict[str, int] = {}        # model -> first use ts (bounded)
+        self.models: tuple[str, ...] = ()       # model names used (bounded)
         self.recent_ids = bytearray()           # dedup window: 8-byte digests of recent event ids, a ring ...
         self.ids_at = 0                         # ... whose oldest entry is here once it is full
         self.prompts = PromptMemory(MAX_PROMPT_KEYS)  # keys of its recent prompts and their first use
@@ -268,7 +268,7 @@ class AccountState:
         return [
             self.org, self.created, self.first, self.last, self.n, self.cats, self.el, self.tools,
             self.hours, self.gn, self.gmean, self.gm2, self.tin, self.tout, _b64(self.ips),
-            self.reuse, self.models, [base64.b64encode(self.recent_ids).decode(), self.ids_at],
+            self.reuse, list(self.models), [base64.b64encode(self.recent_ids).decode(), self.ids_at],
             self.prompts.to_list(),
             _b64(self.fps), self.next_learn, self.sent, self.dirty, self.beh,
             self.lpay, self.lua, self.scored_n, self.scored_t, self.touch, self.switch_h,
@@ -347,6 +347,7 @@ class AccountState:
             st.para_day, st.para_left = v[31], v[32]
         st.slots = window_from_json(v[_SLOTS] if len(v) > _SLOTS else None)  # absent before timing
         st.ips = _digests(ips)
+        st.models = tuple(st.models)  # earlier changelogs: {name: first use}, its keys
         if isinstance(fps, str):
             st.fps = base64.b64decode(fps)
             st.nfp = v[_NFP] if len(v) > _NFP else len(st.fps) // 8
@@ -387,14 +388,14 @@ _FROZEN_ZDICT = (
 )
 #: Mark 2: a raw deflate stream (no zlib header and checksum: 6 bytes; a Kafka record has its own
 #: CRC) with the skeleton of today's value and the contract's reason codes (a behaviour summary
-#: holds some): ``day`` seed 1's frozen value median 320 → 298 bytes.
+#: holds some): ``day`` seed 1's frozen value median 286 bytes (312 under mark 1).
 _FROZEN_MARK_V2 = b"\x02"
 _FROZEN_ZDICT_V2 = (
     _FROZEN_ZDICT[:_FROZEN_ZDICT.index(b'"ip:/24"')]
     + b'"MODEL_SWITCH","HIGH_VOLUME","BEHAVIOUR_ANOMALY","ROUND_THE_CLOCK","REASONING_ELICITATION",'
     b'"CAPABILITY_CONCENTRATION","FRESH_ACCOUNT"'
     b'[null,1700000000000,1700000000000,1700000000000,0,[0,0,0,0,0,0,0,0,0],0.0,0,[0,0,0,0,0,0,0,0,'
-    b'0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],0,0.0,0.0,0.0,0.0,"",0,{},["",0],[],"",0,[0.0,[],0.0],false,0.0,null,'
+    b'0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],0,0.0,0.0,0.0,0.0,"",0,[],["",0],[],"",0,[0.0,[],0.0],false,0.0,null,'
     b'null,0,0,0,-1.0,"",-1,0,1,0,0]'
 )
 

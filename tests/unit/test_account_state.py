@@ -76,12 +76,14 @@ def test_changelog_of_an_earlier_version_restores() -> None:
 
 
 def test_changelog_with_client_prefixes_and_fingerprints_as_strings_restores() -> None:
-    # before they were digest8s: the strings themselves
+    # before they were digest8s: the strings themselves (and model names a dict)
     st = AccountState.new("org", 1, 2)
     old = st.to_list()
     old[14] = ["203.0.113.0/24", "198.51.100.0/24"]
     old[19] = ["ip:203.0.113.0/24", "pay:c1", "ua:curl/8"]
+    old[16] = {"m1": 5, "m2": 9}  # model names with their first use: the names are kept
     back = AccountState.from_list(old)
+    assert back.models == ("m1", "m2")
     assert back.n_ips() == 2 and back.add_ip("203.0.113.0/24", 64) == 0 and back.add_ip("192.0.2.0/24", 64) == 3
     assert back.n_fingerprints() == 3 and len(back.fps) == 16  # the ip: one is counted, not remembered
     assert back.has_fingerprint("pay:c1") and back.has_fingerprint("ua:curl/8") and not back.has_fingerprint("pay:c2")
