@@ -42,10 +42,6 @@ from consumers.core.features import (
     MAX_PARA_KEYS,
     AccountState,
     digest8,
-    paraphrase_key_ints,
-    paraphrase_key_name,
-    prompt_key_ints,
-    prompt_key_name,
 )
 from consumers.core.messages import (
     Behaviour,
@@ -311,9 +307,10 @@ class AccountProcessor:
         # prompts: announce the keys in the consistent sample (1/prompt_sample) at first use, and any
         # key the account itself repeats, each with its template's first use, so the campaign stage
         # counts a reused or near-duplicate prompt once (PromptMemory.use)
-        announce, first, reused = st.prompts.use(prompt_key_ints(ev["prompt_simhash"]), st.n, self._prompt_mask)
+        simhash = ev["prompt_simhash"]
+        announce, first, reused = st.prompts.use_hex(simhash, st.n, self._prompt_mask)
         if announce:
-            self._announce_content(out, st, acct, map(prompt_key_name, announce), ts, first)
+            self._announce_content(out, st, acct, announce, ts, first)
         if reused:
             st.reuse += 1
         # every account also announces paraphrase-tolerant keys (each once), up to a daily budget:
@@ -325,10 +322,10 @@ class AccountProcessor:
             if day != st.para_day:
                 st.para_day, st.para_left = day, self.cfg.para_daily_budget
             if st.para_left > 0:
-                new = para.add_new(paraphrase_key_ints(ev["prompt_simhash"], self.cfg.para_sample))
+                new = para.add_new_hex(simhash, self.cfg.para_sample)
                 if new:
                     st.para_left -= len(new)
-                    self._announce_content(out, st, acct, map(paraphrase_key_name, new), ts, st.n)
+                    self._announce_content(out, st, acct, new, ts, st.n)
                 para.trim()
 
     def _announce(self, out: list[Record], st: AccountState, acct: str, fp: str, ts: int) -> None:
@@ -340,14 +337,13 @@ class AccountProcessor:
         st.add_fingerprint(fp)
         out.append(Record("observations", fp.encode(), encode_fingerprint(fp, self._tail_for(st, acct, ts, st.n))))
 
-    def _announce_content(self, out: list[Record], st: AccountState, acct: str, fps: Iterable[str], ts: int,
+    def _announce_content(self, out: list[Record], st: AccountState, acct: str, fps: Iterable[bytes], ts: int,
                           request: int) -> None:
         """Announce content keys (prompt, paraphrase or time-slot keys: announced once by their
         own bookkeeping, uncapped, and never in need of JSON escaping) with ``request``: the
         account's request they stand for (a prompt's template's first use)."""
         tail = self._tail_for(st, acct, ts, request)
-        for fp in fps:
-            kb = fp.encode()
+        for kb in fps:
             out.append(Record("observations", kb, encode_plain_fingerprint(kb, tail)))
 
     def _tail_for(self, st: AccountState, acct: str, ts: int, n: int) -> bytes:
@@ -407,7 +403,7 @@ class AccountProcessor:
         for acct, keys in self.timing.epoch_keys(active, end):
             st = states[acct]
             self._card = st.lpay
-            self._announce_content(out, st, acct, keys, end, st.n)
+            self._announce_content(out, st, acct, [k.encode() for k in keys], end, st.n)
 
     def _send_behaviour(self, out: list[Record], acct: str, st: AccountState, score: float,
                         reasons: list[list[Any]], extraction: float, wm: int) -> None:
@@ -546,9 +542,10 @@ class AccountProcessor:
         self._changed = {}
 
     def native_bytes(self) -> int:
-        """Bytes of state held outside Python's allocator (the native prompt memory's arrays),
-        which ``tracemalloc`` does not see: benchmarks add them."""
-        return sum(st.prompts.nbytes() for st in self.accounts.values() if type(st) is AccountState)
+        """Bytes of state held outside Python's allocator (the native prompt memory's and
+        paraphrase keys' arrays), which ``tracemalloc`` does not see: benchmarks add them."""
+        return sum(st.prompts.nbytes() + (st.para.nbytes() if st.para is not None else 0)
+                   for st in self.accounts.values() if type(st) is AccountState)
 
     def state_size(self) -> dict[str, int]:
         return {"accounts": len(self.accounts), "frozen": len(self.accounts) - len(self._warm)}

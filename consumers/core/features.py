@@ -30,8 +30,22 @@ import orjson
 
 from consumers.contract.events import CATEGORIES
 from consumers.core.config import DAY_MS, HOUR_MS
-from consumers.core.prompt_memory import KeySet, PromptMemory, holds_record
+from consumers.core.prompt_keys import (
+    paraphrase_key_ints,
+    paraphrase_key_name,
+    paraphrase_keys,
+    prompt_key_ints,
+    prompt_key_name,
+    prompt_keys,
+)
+from consumers.core.prompt_memory import KeySet, PromptMemory, PyKeySet, holds_record
 from consumers.core.timing import window_from_json, window_to_json
+
+__all__ = [
+    "CAPABILITY_IDX", "CATEGORY_INDEX", "FEATURE_NAMES", "MAX_PARA_KEYS", "MAX_PROMPT_KEYS", "AccountState",
+    "digest8", "paraphrase_key_ints", "paraphrase_key_name", "paraphrase_keys", "prompt_key_ints",
+    "prompt_key_name", "prompt_keys",
+]
 
 #: prompt keys remembered per account (~85 prompts), and paraphrase keys (each announced once)
 MAX_PROMPT_KEYS = 512
@@ -106,7 +120,7 @@ class AccountState:
         self.scored_t = 0                       # event time of the last behaviour scoring
         self.touch = 0                          # partition sequence number of its last request
         self.switch_h = -1.0                    # hours from a model's release to this account's move to it
-        self.para: KeySet | None = None         # paraphrase keys announced (recent ones)
+        self.para: PyKeySet | None = None       # paraphrase keys announced (recent ones)
         self.para_day = -1                      # event-time day of the paraphrase-key budget ...
         self.para_left = 0                      # ... and what is left of it
         self.slots = 0                          # active time slots: a timing.SlotWindow (0: none yet)
@@ -272,7 +286,7 @@ class AccountState:
             self.prompts.to_list(),
             _b64(self.fps), self.next_learn, self.sent, self.dirty, self.beh,
             self.lpay, self.lua, self.scored_n, self.scored_t, self.touch, self.switch_h,
-            None if self.para is None else self.para.to_str(), self.para_day, self.para_left,
+            None if self.para is None else _b64(self.para.to_bytes()), self.para_day, self.para_left,
             0, window_to_json(self.slots),  # [_FROZEN]: 0 (1 once frozen), [_SLOTS]: time slots
             self.nfp,
         ]
@@ -341,8 +355,8 @@ class AccountState:
          st.scored_n, st.scored_t, st.touch, st.switch_h) = v[:30]
         para = v[30] if len(v) > 30 else None  # absent in changelogs written before paraphrase keys
         if para is not None:  # earlier changelogs: the key names
-            st.para = (KeySet.from_str(para, MAX_PARA_KEYS) if isinstance(para, str)
-                       else KeySet.from_keys((_key_int(k) for k in para), MAX_PARA_KEYS))
+            st.para = (KeySet.from_bytes(base64.b64decode(para), MAX_PARA_KEYS) if isinstance(para, str)
+                       else KeySet.from_keys([_key_int(k) for k in para], MAX_PARA_KEYS))
         if len(v) > 32:
             st.para_day, st.para_left = v[31], v[32]
         st.slots = window_from_json(v[_SLOTS] if len(v) > _SLOTS else None)  # absent before timing
@@ -429,106 +443,3 @@ def _key_int(k: int | str) -> int:
     if k[0] == "p":
         return int(k[1]) << 32 | int(k[3:], 16)
     return (int(k[1]) << 6 | int(k[2]) << 3 | int(k[3])) << 24 | int(k[5:], 16)
-
-
-def prompt_key_ints(simhash_hex: str) -> tuple[int, int, int, int, int, int]:
-    """LSH keys of a 64-bit SimHash: the six pairs of its four 16-bit blocks, as ints
-    (``pair << 32 | the two blocks``; :func:`prompt_key_name` spells one as announced).
-
-    Two SimHashes within 2 bits of each other share at least one key (pigeonhole: two flipped
-    bits touch at most two blocks, leaving one whole pair); unrelated ones share a key with
-    probability about 6 / 2**32.
-
-    >>> a = prompt_key_ints("0123456789abcdef")
-    >>> prompt_key_name(a[0]), prompt_key_name(a[5])
-    ('p0:01234567', 'p5:89abcdef')
-    >>> b = prompt_key_ints("0123456789ABCDEE")   # one bit away, other case
-    >>> len(set(a) & set(b)) >= 1
-    True
-    """
-    v = int(simhash_hex, 16)
-    hi = (v >> 48) << 16         # block 0, in the upper half of a pair
-    b1 = (v >> 32) & 0xFFFF
-    b2 = (v >> 16) & 0xFFFF
-    b3 = v & 0xFFFF
-    return (v >> 32, 1 << 32 | hi | b2, 2 << 32 | hi | b3,
-            3 << 32 | b1 << 16 | b2, 4 << 32 | b1 << 16 | b3, 5 << 32 | (v & 0xFFFFFFFF))
-
-
-def prompt_key_name(k: int) -> str:
-    """The fingerprint of a :func:`prompt_key_ints` key: ``p<pair>:<8 hex digits>``."""
-    return _PROMPT_PREFIX[k >> 32] + "%08x" % (k & 0xFFFFFFFF)
-
-
-def prompt_keys(simhash_hex: str) -> list[str]:
-    """The fingerprints of :func:`prompt_key_ints`.
-
-    >>> prompt_keys("0123456789abcdef")[:3]
-    ['p0:01234567', 'p1:012389ab', 'p2:0123cdef']
-    """
-    return [prompt_key_name(k) for k in prompt_key_ints(simhash_hex)]
-
-
-def paraphrase_key_ints(simhash_hex: str, sample: int) -> list[int]:
-    """Paraphrase-tolerant LSH keys of a 64-bit SimHash, consistently sampled, as ints
-    (``which 3 bytes << 24 | their 24 bits``; :func:`paraphrase_key_name` spells one).
-
-    A key is 3 of the SimHash's 8 bytes (24 bits; which 3 is part of the key: 56 choices). A
-    paraphrase that flips ``k`` bits of its template keeps every key whose bytes the flips missed
-    (with 7 flipped bits, about 4% of them), so uses of one template by many accounts keep meeting
-    on the template's own keys, where :func:`prompt_key_ints` (exact within 2 bits) loses them. The
-    price is specificity: 24 bits collide by chance at scale, so the campaign stage only counts an
-    account that shares *several* of them (``para_min_links``).
-
-    Sampling keeps about ``1/sample`` of the keys (``sample`` = 1, 4, 16 or 64), the *same* keys
-    for every account (a key is kept when its two first bytes are both marked, and a byte's mark
-    depends only on its position and value), so accounts that use one template still meet.
-
-    >>> ks = paraphrase_key_ints("0123456789abcdef", 1)
-    >>> len(ks), paraphrase_key_name(ks[0])
-    (56, 'q012:012345')
-    >>> near = "0123456789abcd" + "ff"          # last byte changed: keys that avoid it survive
-    >>> len(set(ks) & set(paraphrase_key_ints(near, 1)))
-    35
-    >>> set(paraphrase_key_ints("0123456789abcdef", 16)) <= set(ks)
-    True
-    """
-    b = bytes.fromhex(simhash_hex)
-    mark = _MARKS[sample]
-    marked = [i for i in _BYTE_POS if mark[i][b[i]]]
-    if len(marked) < 2:
-        return []
-    out = []
-    for n, x in enumerate(marked):
-        bx = b[x] << 16
-        for y in marked[n + 1:]:
-            pre = (x << 6 | y << 3) << 24 | bx | b[y] << 8
-            for z in range(y + 1, 8):
-                out.append(pre | z << 24 | b[z])
-    return out
-
-
-def paraphrase_key_name(k: int) -> str:
-    """The fingerprint of a :func:`paraphrase_key_ints` key: ``q<x><y><z>:<6 hex digits>``."""
-    return _PARA_PREFIX[k >> 24] + "%06x" % (k & 0xFFFFFF)
-
-
-def paraphrase_keys(simhash_hex: str, sample: int) -> list[str]:
-    """The fingerprints of :func:`paraphrase_key_ints`.
-
-    >>> paraphrase_keys("0123456789abcdef", 1)[:2]
-    ['q012:012345', 'q013:012367']
-    """
-    return [paraphrase_key_name(k) for k in paraphrase_key_ints(simhash_hex, sample)]
-
-
-#: the spelling of a key's upper bits, looked up rather than formatted (once per announced key:
-#: ~400k on ``day`` seed 7; with the lower bits through ``%``, not an f-string's format spec, a
-#: name takes a third fewer instructions): prompt keys ``p<pair>:``, paraphrase keys ``q<x><y><z>:``
-_PROMPT_PREFIX = [f"p{pair}:" for pair in range(6)]
-_PARA_PREFIX = [f"q{w >> 6}{(w >> 3) & 7}{w & 7}:" for w in range(512)]
-
-_BYTE_POS = range(8)
-#: sample -> per byte position, per byte value: marked? (with probability 1/sqrt(sample))
-_MARKS = {sample: [[not ((v * 167 + i * 89) >> 3) & mask for v in range(256)] for i in range(8)]
-          for sample, mask in ((1, 0), (4, 1), (16, 3), (64, 7))}

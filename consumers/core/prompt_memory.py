@@ -4,9 +4,11 @@ The account stage needs, per account, the LSH keys of its recent prompts: to not
 sends again (own reuse), to announce a key only once, and to announce a reused prompt's keys with
 the number of the request that *first* used it (so the campaign stage counts a reused prompt
 once); past ``capacity`` keys the older half is forgotten. :data:`PromptMemory` is the native
-implementation (``native/src/lib.rs``: flat arrays, 16 bytes a key) when ``pip install`` could
+implementation (``native/src/lib.rs``: a flat array, 8 bytes a key) when ``pip install`` could
 build it, else :class:`PyPromptMemory`, which keeps them in a dict of int keys (the fastest lookup
-Python has: six per request; ~90 bytes a key). Both answer the same (tests/unit/test_native.py).
+Python has: six per request; ~90 bytes a key). Both answer the same (tests/unit/test_native.py),
+and both derive a request's keys from its SimHash and spell those to announce
+(:meth:`PyPromptMemory.use_hex`): natively, one call per request.
 
 In pure Python, a flat byte buffer searched with ``bytearray.find`` would take ~35 bytes per
 prompt instead of ~600, but measured on ``day`` it made the account stage 1.35x slower (a heavy
@@ -22,8 +24,9 @@ from 12.2 to 8.7 KB but cost the account stage 39% more CPU (README, *State per 
 >>> m.use(keys, 9)[2], len(m)
 (True, 6)
 
-:class:`KeySet` is a set of 40-bit keys in insertion order, in 5 bytes each, for the paraphrase
-keys an account announced; past ``capacity`` keys, :meth:`KeySet.trim` forgets the older half.
+:data:`KeySet` is a set of 40-bit keys in insertion order, in 5 bytes each, for the paraphrase
+keys an account announced; past ``capacity`` keys, ``trim`` forgets the older half. It too is
+native when built (else :class:`PyKeySet`, the reference).
 
 >>> s = KeySet(capacity=4)
 >>> [s.add(k) for k in (1, 2, 3, 2)]
@@ -36,10 +39,16 @@ keys an account announced; past ``capacity`` keys, :meth:`KeySet.trim` forgets t
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Iterable, Sequence
 from typing import cast
+
+from consumers.core.prompt_keys import (
+    paraphrase_key_ints,
+    paraphrase_key_name,
+    prompt_key_ints,
+    prompt_key_name,
+)
 
 
 def holds_record(buf: bytes | bytearray, rec: bytes) -> bool:
@@ -130,6 +139,17 @@ class PyPromptMemory:
             self.first = dict(items[len(items) - self.capacity // 2:])
         return out, first, reused
 
+    def use_hex(self, simhash: str, request: int, mask: int = 0xF) -> tuple[list[bytes], int, bool]:
+        """:meth:`use` of a SimHash's keys (:func:`~consumers.core.prompt_keys.prompt_key_ints`),
+        the keys to announce spelled as the fingerprints they are (bytes): the account stage's call.
+
+        >>> m = PromptMemory()
+        >>> m.use_hex("0123456789abcde0", 1)
+        ([b'p2:0123cde0', b'p4:4567cde0', b'p5:89abcde0'], 1, False)
+        """
+        out, first, reused = self.use(prompt_key_ints(simhash), request, mask)
+        return [prompt_key_name(k).encode() for k in out], first, reused
+
     def __len__(self) -> int:
         return len(self.first)
 
@@ -160,26 +180,12 @@ class PyPromptMemory:
         return m
 
 
-def _choose() -> type[PyPromptMemory]:
-    """The native implementation when `pip install` could build it (a Rust toolchain) and
-    ``DISTILLWATCH_PURE_PYTHON`` is not set; the pure-Python one otherwise."""
-    if os.environ.get("DISTILLWATCH_PURE_PYTHON"):
-        return PyPromptMemory
-    try:
-        from consumers._native import PromptMemory as native
-    except ImportError:  # pragma: no cover - depends on the install
-        return PyPromptMemory
-    # the same interface (use, len, to_list, from_list, nbytes), checked by tests/unit/test_native.py
-    return cast("type[PyPromptMemory]", native)
+class PyKeySet:
+    """A bounded set of 40-bit keys in insertion order (see the module docstring).
 
-
-#: what the account stage uses (see :func:`_choose`)
-PromptMemory = _choose()
-NATIVE = PromptMemory is not PyPromptMemory
-
-
-class KeySet:
-    """A bounded set of 40-bit keys in insertion order (see the module docstring)."""
+    The pure-Python implementation and the reference: :data:`KeySet` is the native one when it
+    was built (tests/unit/test_native.py runs both on the same streams).
+    """
 
     __slots__ = ("keys", "capacity")
 
@@ -210,6 +216,17 @@ class KeySet:
                 new.append(k)
         return new
 
+    def add_new_hex(self, simhash: str, sample: int) -> list[bytes]:
+        """:meth:`add_new` of a SimHash's paraphrase keys
+        (:func:`~consumers.core.prompt_keys.paraphrase_key_ints`), the new ones spelled as the
+        fingerprints they are (bytes): the account stage's call.
+
+        >>> s = KeySet()
+        >>> s.add_new_hex("0123456789abcdef", 16), s.add_new_hex("0123456789abcdef", 16)
+        ([b'q045:0189ab', b'q046:0189cd', b'q047:0189ef'], [])
+        """
+        return [paraphrase_key_name(k).encode() for k in self.add_new(paraphrase_key_ints(simhash, sample))]
+
     def trim(self) -> None:
         """Past ``capacity`` keys, keep the newest ``capacity // 2``."""
         if len(self.keys) > 5 * self.capacity:
@@ -218,19 +235,45 @@ class KeySet:
     def __len__(self) -> int:
         return len(self.keys) // 5
 
-    def to_str(self) -> str:
-        return base64.b64encode(self.keys).decode()
+    def nbytes(self) -> int:
+        """Bytes held outside Python's allocator: none (the native implementation's heap is)."""
+        return 0
+
+    def to_bytes(self) -> bytes:
+        """The keys' 5-byte records, oldest first (the changelog form, base64-encoded there)."""
+        return bytes(self.keys)
 
     @classmethod
-    def from_str(cls, s: str, capacity: int = 128) -> KeySet:
+    def from_bytes(cls, b: bytes, capacity: int = 128) -> PyKeySet:
+        if len(b) % 5:
+            raise ValueError("from_bytes: not a run of 5-byte keys")
         ks = cls(capacity)
-        ks.keys = bytearray(base64.b64decode(s))
+        ks.keys = bytearray(b)
         return ks
 
     @classmethod
-    def from_keys(cls, keys: Iterable[int], capacity: int = 128) -> KeySet:
+    def from_keys(cls, keys: Iterable[int], capacity: int = 128) -> PyKeySet:
         ks = cls(capacity)
         for k in keys:
             ks.add(k)
         ks.trim()
         return ks
+
+
+def _choose() -> tuple[type[PyPromptMemory], type[PyKeySet]]:
+    """The native implementations when `pip install` could build them (a Rust toolchain) and
+    ``DISTILLWATCH_PURE_PYTHON`` is not set; the pure-Python ones otherwise."""
+    if os.environ.get("DISTILLWATCH_PURE_PYTHON"):
+        return PyPromptMemory, PyKeySet
+    try:
+        from consumers._native import KeySet as native_keys
+        from consumers._native import PromptMemory as native_memory
+    except ImportError:  # pragma: no cover - depends on the install
+        return PyPromptMemory, PyKeySet
+    # the same interfaces, checked by tests/unit/test_native.py
+    return cast("type[PyPromptMemory]", native_memory), cast("type[PyKeySet]", native_keys)
+
+
+#: what the account stage uses (see :func:`_choose`)
+PromptMemory, KeySet = _choose()
+NATIVE = PromptMemory is not PyPromptMemory

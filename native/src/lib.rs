@@ -11,9 +11,16 @@
 //! from a foreign changelog) moves the memory to the *wide* layout, a `u64` key and an `i64`
 //! value each, and the answers stay exact. Past `SCAN_MAX` keys, lookups go through an
 //! open-addressing table of 2-byte indices (a scan below that).
+//!
+//! `KeySet` answers exactly as `consumers.core.prompt_memory.PyKeySet`: the paraphrase keys an
+//! account announced, 5 bytes each in insertion order.
+//!
+//! Both also derive a prompt's keys from its SimHash and spell the fingerprints they announce
+//! (`use_hex`, `add_new_hex`), as `consumers.core.prompt_keys` does: one call per request instead
+//! of a Python loop over keys and names.
 
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyBytes, PyList};
 
 const SCAN_MAX: usize = 24;
 const KEY_BITS: u32 = 35;
@@ -149,6 +156,89 @@ impl Store {
     }
 }
 
+/// A SimHash's 16 hex digits (either case) as its 64 bits.
+fn parse_simhash(h: &str) -> PyResult<u64> {
+    if h.len() != 16 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(pyo3::exceptions::PyValueError::new_err("a SimHash is 16 hex digits"));
+    }
+    u64::from_str_radix(h, 16).map_err(|_| pyo3::exceptions::PyValueError::new_err("a SimHash is 16 hex digits"))
+}
+
+/// `prompt_keys.prompt_key_ints`: the six pairs of the SimHash's four 16-bit blocks.
+fn prompt_key_ints(v: u64) -> [u64; 6] {
+    let hi = (v >> 48) << 16;
+    let b1 = (v >> 32) & 0xFFFF;
+    let b2 = (v >> 16) & 0xFFFF;
+    let b3 = v & 0xFFFF;
+    [
+        v >> 32,
+        1 << 32 | hi | b2,
+        2 << 32 | hi | b3,
+        3 << 32 | b1 << 16 | b2,
+        4 << 32 | b1 << 16 | b3,
+        5 << 32 | (v & 0xFFFF_FFFF),
+    ]
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_into(out: &mut Vec<u8>, v: u64, digits: u32) {
+    for i in (0..digits).rev() {
+        out.push(HEX[((v >> (4 * i)) & 0xF) as usize]);
+    }
+}
+
+/// `prompt_keys.prompt_key_name`, as bytes: `p<pair>:<8 hex digits>`.
+fn prompt_key_name(k: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(11);
+    out.push(b'p');
+    out.push(b'0' + (k >> 32) as u8);
+    out.push(b':');
+    hex_into(&mut out, k & 0xFFFF_FFFF, 8);
+    out
+}
+
+/// `prompt_keys.paraphrase_key_name`, as bytes: `q<x><y><z>:<6 hex digits>`.
+fn paraphrase_key_name(k: u64) -> Vec<u8> {
+    let w = k >> 24;
+    let mut out = Vec::with_capacity(11);
+    out.push(b'q');
+    out.push(b'0' + (w >> 6) as u8);
+    out.push(b'0' + ((w >> 3) & 7) as u8);
+    out.push(b'0' + (w & 7) as u8);
+    out.push(b':');
+    hex_into(&mut out, k & 0xFF_FFFF, 6);
+    out
+}
+
+/// `prompt_keys.paraphrase_key_ints`: 3 of the SimHash's 8 bytes a key, consistently sampled.
+fn paraphrase_key_ints(v: u64, sample: u32) -> PyResult<Vec<u64>> {
+    let mask: u32 = match sample {
+        1 => 0,
+        4 => 1,
+        16 => 3,
+        64 => 7,
+        _ => return Err(pyo3::exceptions::PyValueError::new_err("sample must be 1, 4, 16 or 64")),
+    };
+    let b = v.to_be_bytes();
+    let marked: Vec<usize> = (0..8).filter(|&i| ((b[i] as u32 * 167 + i as u32 * 89) >> 3) & mask == 0).collect();
+    let mut out = Vec::new();
+    for (n, &x) in marked.iter().enumerate() {
+        let bx = (b[x] as u64) << 16;
+        for &y in &marked[n + 1..] {
+            let pre = ((x as u64) << 6 | (y as u64) << 3) << 24 | bx | (b[y] as u64) << 8;
+            for z in y + 1..8 {
+                out.push(pre | (z as u64) << 24 | b[z] as u64);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn names(py: Python<'_>, keys: &[u64], name: fn(u64) -> Vec<u8>) -> PyObject {
+    PyList::new_bound(py, keys.iter().map(|&k| PyBytes::new_bound(py, &name(k)))).into()
+}
+
 #[pyclass(module = "consumers._native")]
 pub struct PromptMemory {
     store: Store,
@@ -216,25 +306,7 @@ impl PromptMemory {
         }
     }
 
-    fn trim(&mut self) {
-        let n = self.store.len() - self.capacity / 2;
-        self.store.drop_oldest(n);
-        self.rebuild();
-    }
-}
-
-#[pymethods]
-impl PromptMemory {
-    #[new]
-    #[pyo3(signature = (capacity=512))]
-    fn new(capacity: usize) -> Self {
-        PromptMemory { store: Store::Narrow(Vec::new()), table: Vec::new(), capacity }
-    }
-
-    /// See `PyPromptMemory.use`: the keys to announce now, the template's first use, whether the
-    /// prompt reuses a remembered key.
-    #[pyo3(signature = (keys, request, mask=0xF))]
-    fn r#use(&mut self, py: Python<'_>, keys: [u64; 6], request: i64, mask: u64) -> (PyObject, i64, bool) {
+    fn use_keys(&mut self, keys: [u64; 6], request: i64, mask: u64) -> (Vec<u64>, i64, bool) {
         let mut at: [Option<usize>; 6] = [None; 6];
         let mut first = i64::MAX;
         for (i, &k) in keys.iter().enumerate() {
@@ -270,7 +342,38 @@ impl PromptMemory {
         if self.store.len() > self.capacity {
             self.trim();
         }
+        (out, first, reused)
+    }
+
+    fn trim(&mut self) {
+        let n = self.store.len() - self.capacity / 2;
+        self.store.drop_oldest(n);
+        self.rebuild();
+    }
+}
+
+#[pymethods]
+impl PromptMemory {
+    #[new]
+    #[pyo3(signature = (capacity=512))]
+    fn new(capacity: usize) -> Self {
+        PromptMemory { store: Store::Narrow(Vec::new()), table: Vec::new(), capacity }
+    }
+
+    /// See `PyPromptMemory.use`: the keys to announce now, the template's first use, whether the
+    /// prompt reuses a remembered key.
+    #[pyo3(signature = (keys, request, mask=0xF))]
+    fn r#use(&mut self, py: Python<'_>, keys: [u64; 6], request: i64, mask: u64) -> (PyObject, i64, bool) {
+        let (out, first, reused) = self.use_keys(keys, request, mask);
         (PyList::new_bound(py, out).into(), first, reused)
+    }
+
+    /// See `PyPromptMemory.use_hex`: `use` of a SimHash's keys, the keys to announce spelled as
+    /// the fingerprints they are (bytes).
+    #[pyo3(signature = (simhash, request, mask=0xF))]
+    fn use_hex(&mut self, py: Python<'_>, simhash: &str, request: i64, mask: u64) -> PyResult<(PyObject, i64, bool)> {
+        let (out, first, reused) = self.use_keys(prompt_key_ints(parse_simhash(simhash)?), request, mask);
+        Ok((names(py, &out, prompt_key_name), first, reused))
     }
 
     fn __len__(&self) -> usize {
@@ -315,8 +418,130 @@ impl PromptMemory {
     }
 }
 
+/// A bounded set of 40-bit keys in insertion order, 5 bytes each (big-endian), as
+/// `consumers.core.prompt_memory.PyKeySet`: past `capacity` keys, `trim` keeps the newest half.
+#[pyclass(module = "consumers._native")]
+pub struct KeySet {
+    buf: Vec<u8>,
+    #[pyo3(get)]
+    capacity: usize,
+}
+
+impl KeySet {
+    fn record(k: u64) -> PyResult<[u8; 5]> {
+        if k >> 40 != 0 {
+            return Err(pyo3::exceptions::PyOverflowError::new_err("a KeySet key has 40 bits"));
+        }
+        let b = k.to_be_bytes();
+        Ok([b[3], b[4], b[5], b[6], b[7]])
+    }
+
+    fn holds(&self, r: &[u8; 5]) -> bool {
+        self.buf.chunks_exact(5).any(|c| c == r)
+    }
+
+    fn insert_new(&mut self, keys: &[u64]) -> PyResult<Vec<u64>> {
+        let mut new = Vec::new();
+        for &k in keys {
+            let r = KeySet::record(k)?;
+            if !self.holds(&r) {
+                if self.buf.len() == self.buf.capacity() {
+                    self.buf.reserve_exact((self.buf.len() / 4).max(15));
+                }
+                self.buf.extend_from_slice(&r);
+                new.push(k);
+            }
+        }
+        Ok(new)
+    }
+}
+
+#[pymethods]
+impl KeySet {
+    #[new]
+    #[pyo3(signature = (capacity=128))]
+    fn new(capacity: usize) -> Self {
+        KeySet { buf: Vec::new(), capacity }
+    }
+
+    fn __contains__(&self, k: u64) -> PyResult<bool> {
+        Ok(self.holds(&KeySet::record(k)?))
+    }
+
+    /// Add `k`; False if it was already there.
+    fn add(&mut self, k: u64) -> PyResult<bool> {
+        Ok(!self.insert_new(&[k])?.is_empty())
+    }
+
+    /// Add `keys`; return those that were not there yet, in order.
+    fn add_new(&mut self, keys: Vec<u64>) -> PyResult<Vec<u64>> {
+        self.insert_new(&keys)
+    }
+
+    /// `add_new` of a SimHash's paraphrase keys (`prompt_keys.paraphrase_key_ints`), the new ones
+    /// spelled as the fingerprints they are (bytes).
+    fn add_new_hex(&mut self, py: Python<'_>, simhash: &str, sample: u32) -> PyResult<PyObject> {
+        let new = self.insert_new(&paraphrase_key_ints(parse_simhash(simhash)?, sample)?)?;
+        Ok(names(py, &new, paraphrase_key_name))
+    }
+
+    /// Past `capacity` keys, keep the newest `capacity / 2`.
+    fn trim(&mut self) {
+        if self.buf.len() > 5 * self.capacity {
+            let n = self.buf.len() - 5 * (self.capacity / 2);
+            self.buf.drain(..n);
+            self.buf.shrink_to(self.buf.len() + self.buf.len() / 4);
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.buf.len() / 5
+    }
+
+    /// Heap bytes it holds (tracemalloc does not see them).
+    fn nbytes(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    fn __sizeof__(&self) -> usize {
+        std::mem::size_of::<Self>() + 16 + self.nbytes()
+    }
+
+    /// The keys' 5-byte records, oldest first (the changelog form, base64-encoded there).
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new_bound(py, &self.buf)
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (b, capacity=128))]
+    fn from_bytes(b: &[u8], capacity: usize) -> PyResult<Self> {
+        if b.len() % 5 != 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err("from_bytes: not a run of 5-byte keys"));
+        }
+        Ok(KeySet { buf: b.to_vec(), capacity })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (keys, capacity=128))]
+    fn from_keys(keys: Vec<u64>, capacity: usize) -> PyResult<Self> {
+        let mut ks = KeySet::new(capacity);
+        ks.insert_new(&keys)?;
+        ks.trim();
+        Ok(ks)
+    }
+}
+
+/// `prompt_keys.paraphrase_key_ints` (for the equivalence tests).
+#[pyfunction]
+#[pyo3(name = "paraphrase_key_ints")]
+fn py_paraphrase_key_ints(simhash: &str, sample: u32) -> PyResult<Vec<u64>> {
+    paraphrase_key_ints(parse_simhash(simhash)?, sample)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PromptMemory>()?;
+    m.add_class::<KeySet>()?;
+    m.add_function(wrap_pyfunction!(py_paraphrase_key_ints, m)?)?;
     Ok(())
 }

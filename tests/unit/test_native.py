@@ -13,13 +13,15 @@ import random
 import pytest
 
 from consumers.core import prompt_memory
-from consumers.core.features import prompt_key_ints
-from consumers.core.prompt_memory import PyPromptMemory
+from consumers.core.prompt_keys import paraphrase_key_ints, prompt_key_ints
+from consumers.core.prompt_memory import PyKeySet, PyPromptMemory
 
 try:
+    from consumers._native import KeySet as NativeKeySet
     from consumers._native import PromptMemory as NativePromptMemory
+    from consumers._native import paraphrase_key_ints as native_paraphrase_key_ints
 except ImportError:  # pragma: no cover - depends on the install
-    NativePromptMemory = None
+    NativePromptMemory = NativeKeySet = native_paraphrase_key_ints = None
 
 needs_native = pytest.mark.skipif(NativePromptMemory is None and not os.environ.get("DISTILLWATCH_REQUIRE_NATIVE"),
                                   reason="consumers._native was not built (no Rust toolchain at install)")
@@ -103,3 +105,67 @@ def test_native_stays_exact_past_the_packed_layout(big: str) -> None:
         assert nat.use(keys, req, 0x3) == ref.use(keys, req, 0x3), i
         assert nat.to_list() == ref.to_list()
     assert nat.nbytes() > 16 * len(nat)  # it did widen: 16 bytes a key
+
+
+def _hexes(seed: int, n: int = 2000) -> list[str]:
+    """SimHashes of a small template library with near-duplicates and fresh prompts, in either case."""
+    rng = random.Random(seed)
+    library = [rng.getrandbits(64) for _ in range(rng.choice((5, 60, 400)))]
+    out = []
+    for _ in range(n):
+        h = rng.choice(library) if rng.random() < 0.7 else rng.getrandbits(64)
+        for _ in range(rng.choice((0, 0, 1, 2, 8))):
+            h ^= 1 << rng.randrange(64)
+        out.append(f"{h:016X}" if rng.random() < 0.1 else f"{h:016x}")
+    return out
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(6))
+def test_native_use_hex_answers_as_the_reference(seed: int) -> None:
+    """The keys of a SimHash, their first use and the fingerprints to announce, spelled."""
+    assert NativePromptMemory is not None
+    ref, nat = PyPromptMemory(64), NativePromptMemory(64)
+    for i, h in enumerate(_hexes(seed)):
+        mask = (0xF, 0x3, 0x0)[i % 3]
+        assert nat.use_hex(h, i + 1, mask) == ref.use_hex(h, i + 1, mask), (i, h)
+    assert nat.to_list() == ref.to_list()
+
+
+@needs_native
+@pytest.mark.parametrize("sample", [1, 4, 16, 64])
+def test_native_paraphrase_keys_and_key_set_answer_as_the_reference(sample: int) -> None:
+    assert NativeKeySet is not None and native_paraphrase_key_ints is not None
+    ref, nat = PyKeySet(32), NativeKeySet(32)
+    for i, h in enumerate(_hexes(sample)):
+        assert native_paraphrase_key_ints(h, sample) == paraphrase_key_ints(h, sample), h
+        assert nat.add_new_hex(h, sample) == ref.add_new_hex(h, sample), (i, h)
+        if i % 3 == 0:
+            nat.trim()
+            ref.trim()
+        assert len(nat) == len(ref)
+        if i % 97 == 0:  # the changelog form, and a restore from it
+            assert nat.to_bytes() == ref.to_bytes()
+            nat = NativeKeySet.from_bytes(nat.to_bytes(), 32)
+    keys = [k for h in _hexes(99, 50) for k in paraphrase_key_ints(h, 4)]
+    assert NativeKeySet.from_keys(keys, 32).to_bytes() == PyKeySet.from_keys(keys, 32).to_bytes()
+    assert [k in nat for k in keys[:40]] == [k in ref for k in keys[:40]]
+    assert nat.nbytes() <= 5 * len(nat) * 5 // 4 + 300  # 5 bytes a key, grown by a quarter at most
+
+
+@needs_native
+def test_native_rejects_what_the_reference_rejects() -> None:
+    assert NativePromptMemory is not None and NativeKeySet is not None
+    for bad in ("0123", "0123456789abcdeg", "+123456789abcdef"):
+        with pytest.raises(ValueError):
+            NativePromptMemory().use_hex(bad, 1)
+        with pytest.raises(ValueError):
+            NativeKeySet().add_new_hex(bad, 16)
+    with pytest.raises(ValueError):
+        NativeKeySet().add_new_hex("0123456789abcdef", 3)
+    with pytest.raises(OverflowError):
+        NativeKeySet().add(1 << 40)
+    with pytest.raises(OverflowError):
+        PyKeySet().add(1 << 40)
+    with pytest.raises(ValueError, match="5-byte"):
+        NativeKeySet.from_bytes(b"1234")
