@@ -20,7 +20,9 @@ off): ``/metrics`` (Prometheus), ``/healthz`` (liveness), ``/readyz`` (readiness
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+import threading
 
 import structlog
 
@@ -76,6 +78,24 @@ def start_http(telemetry: Telemetry, ds: DetectSettings) -> HttpServer | None:
         return None
 
 
+def preload_river() -> threading.Thread:
+    """Import river (and the scipy it pulls in, ~0.9 s of CPU) in a background thread, while the
+    main thread waits on the broker (topics, group join, changelog restore), instead of when the
+    account stage builds its behaviour model. Python's import lock makes the stage wait for this
+    import rather than repeat it; a failure here is left for that import to report. Measured:
+    ``detect --stage account --stop-at-end`` over 42k events 3.28 → 2.81 s wall (medians of 3)."""
+
+    def load() -> None:
+        try:
+            importlib.import_module("river.anomaly")
+        except BaseException:  # noqa: BLE001, S110 - the stage's own import reports it
+            pass
+
+    t = threading.Thread(target=load, name="preload-river", daemon=True)
+    t.start()
+    return t
+
+
 def run(args: argparse.Namespace) -> int:
     kafka = kafka_settings(args)
     ds_over = {k: getattr(args, k) for k in ("stage", "instance_id", "commit_interval_ms", "batch_size",
@@ -85,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     ds = DetectSettings(**ds_over)
     cfg = load_detector_config(ds.detector_config)
     stages = STAGES if ds.stage == "all" else (ds.stage,)
+    if "account" in stages:
+        preload_river()
     log.info("detect_start", bootstrap=kafka.bootstrap_servers, group=kafka.group_id, stages=list(stages),
              detector_config=cfg.fingerprint(), topics=pipeline_topics(kafka),
              native=prompt_memory.NATIVE)  # False: the pure-Python fallback (no Rust at install)

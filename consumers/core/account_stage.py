@@ -377,9 +377,9 @@ class AccountProcessor:
                 continue
             st.scored_n, st.scored_t = st.n, wm
             f = st.features()
-            q = self.model.quantile_one(f)
+            score, q = self.model.scored_quantile(f)
             if (wm - st.created) >= cfg.learn_min_age_days * DAY_MS and wm >= st.next_learn:
-                self.model.learn_one(f)
+                self.model.learn_one(f, score)  # the model has not changed since it scored f
                 self._model_dirty = True
                 st.next_learn = wm + cfg.learn_every_ms
             self._send_behaviour(out, acct, st, *behaviour_evidence(st, q, cfg), wm)

@@ -363,3 +363,17 @@ def test_accounts_share_one_copy_of_client_strings_models_and_summaries(world: A
     back = AccountProcessor(DetectorConfig())
     back.restore(proc.take_changes())
     assert sharing(back) == (n_ua, n_models, n_sent)
+
+
+def test_learning_with_the_score_the_model_gave_is_learning() -> None:
+    """The account stage passes learn_one the score scored_quantile just took: the model ends
+    exactly as if learn_one had scored the vector itself."""
+    rng = random.Random(4)
+    a, b = (BehaviourModel(len(FEATURE_NAMES), seed=3, n_trees=5, height=5, window_size=30) for _ in range(2))
+    for i in range(400):
+        v = [rng.random() for _ in FEATURE_NAMES]
+        score, q = b.scored_quantile(v)
+        assert q == a.quantile_one(v) and (score is None) == (i < 50)
+        a.learn_one(v)
+        b.learn_one(v, score)
+    assert a.dumps() == b.dumps() and a.hist == b.hist and sum(a.hist) == 400

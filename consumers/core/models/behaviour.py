@@ -46,10 +46,12 @@ class BehaviourModel:
     def _x(v: list[float]) -> dict[int, float]:
         return dict(enumerate(v))
 
-    def learn_one(self, v: list[float]) -> None:
-        """Teach the model one account's feature vector (each value in [0, 1])."""
+    def learn_one(self, v: list[float], score: float | None = None) -> None:
+        """Teach the model one account's feature vector (each value in [0, 1]). ``score``: its
+        :meth:`score_one` under the model as it is now, when the caller has it (saves a walk of
+        every tree; :meth:`quantile_one` with ``with_score``)."""
         x = self._x(v)
-        s = self.hst.score_one(x)
+        s = self.hst.score_one(x) if score is None else score
         self.hist[min(int(s * _BINS), _BINS - 1)] += 1
         self.cum = None
         self.hst.learn_one(x)
@@ -61,17 +63,23 @@ class BehaviourModel:
 
     def quantile_one(self, v: list[float]) -> float:
         """Share of learned accounts whose score was lower than this vector's (0 until trained)."""
+        return self.scored_quantile(v)[1]
+
+    def scored_quantile(self, v: list[float]) -> tuple[float | None, float]:
+        """``(score, quantile)``: :meth:`quantile_one` and the :meth:`score_one` it took (None until
+        trained, when no score is needed)."""
         if self.n_learned < 50:
-            return 0.0
+            return None, 0.0
         if self.cum is None:
             c, acc = [], 0
             for h in self.hist:
                 acc += h
                 c.append(acc)
             self.cum = c
-        b = min(int(self.score_one(v) * _BINS), _BINS - 1)
+        score = self.score_one(v)
+        b = min(int(score * _BINS), _BINS - 1)
         below = self.cum[b - 1] if b > 0 else 0
-        return below / self.n_learned
+        return score, below / self.n_learned
 
     # -- changelog -----------------------------------------------------------------------------
     def dumps(self) -> bytes:
