@@ -495,7 +495,7 @@ class AccountProcessor:
         for acct in self._changed:
             st = self.accounts.get(acct)
             if st is not None:
-                out.append((_ACCOUNT_PREFIX + acct.encode(), st if isinstance(st, bytes) else orjson.dumps(st.to_list())))
+                out.append((_ACCOUNT_PREFIX + acct.encode(), st if isinstance(st, bytes) else st.dumps()))
         if self._model_dirty:
             out.append((MODEL_KEY, self.model.dumps()))
         out.append((META_KEY, orjson.dumps({"wm": self.watermark, "nt": self.next_tick, "seq": self.seq, "st": self.started,

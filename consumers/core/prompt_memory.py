@@ -43,6 +43,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import cast
 
+import orjson
+
 from consumers.core.prompt_keys import (
     paraphrase_key_ints,
     paraphrase_key_name,
@@ -168,6 +170,14 @@ class PyPromptMemory:
         out[::2] = first.keys()
         out[1::2] = first.values()
         return out
+
+    def to_json(self) -> bytes:
+        """:meth:`to_list` as JSON (the native implementation writes it without the list).
+
+        >>> PromptMemory.from_list([7, 1, 9, -2]).to_json()
+        b'[7,1,9,-2]'
+        """
+        return orjson.dumps(self.to_list())
 
     def nbytes(self) -> int:
         """Bytes held outside Python's allocator: none (the native implementation's heap is)."""

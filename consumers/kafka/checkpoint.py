@@ -135,7 +135,7 @@ class Checkpoint:
         """Produce a processor's outputs in the transaction (``counts``: per logical topic)."""
         self.begin()
         topics = self.output_topics
-        produce = self.producer.produce
+        try_produce, produce = self.producer.try_produce, self.producer.produce
         for rec in outputs:
             try:
                 topic = topics[rec.topic]
@@ -144,7 +144,10 @@ class Checkpoint:
                     f"stage {self.stage!r} emitted to undeclared topic {rec.topic!r} "
                     f"(declared: {sorted(topics)})"
                 ) from None
-            produce(topic, rec.value, rec.key, headers=rec.headers)
+            try:  # the client's produce directly: a third of the cost per record (~490k per day)
+                try_produce(topic, rec.value, rec.key, headers=rec.headers)
+            except BufferError:  # the local queue is full: wait for room
+                produce(topic, rec.value, rec.key, headers=rec.headers)
             counts[rec.topic] += 1
 
     def commit(self, processors: Mapping[int, Processor], next_offsets: Mapping[int, int | None],

@@ -49,6 +49,9 @@ class TransactionalProducer:
         self._on_full = on_full
         self._log = log
         self.producer = Producer(conf)
+        #: the client's own produce, for the hot path (one call per output record): raises
+        #: ``BufferError`` while the local queue is full — then :meth:`produce` waits
+        self.try_produce: Callable[..., None] = self.producer.produce
         self.hung = False
 
     # ------------------------------------------------------------------ calls

@@ -389,6 +389,22 @@ impl PromptMemory {
         std::mem::size_of::<Self>() + 16 + self.nbytes()
     }
 
+    /// `to_list` as JSON (the changelog writes it as it is, without a list of ints in between).
+    fn to_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        use std::io::Write;
+        let n = self.store.len();
+        let mut out: Vec<u8> = Vec::with_capacity(2 + 24 * n);
+        out.push(b'[');
+        for i in 0..n {
+            if i > 0 {
+                out.push(b',');
+            }
+            write!(out, "{},{}", self.store.key(i) as i64, self.store.val(i)).expect("write to a Vec");
+        }
+        out.push(b']');
+        PyBytes::new_bound(py, &out)
+    }
+
     /// `[key, first use, key, first use, ...]`, oldest first (the changelog form).
     fn to_list(&self) -> Vec<i64> {
         let n = self.store.len();

@@ -26,6 +26,8 @@ class FakeTxnProducer:
     def produce(self, topic: str, value: bytes | None, key: bytes | None, **kw: Any) -> None:
         self.sent.append((topic, key, value, kw.get("partition")))
 
+    try_produce = produce
+
     def send_offsets_to_transaction(self, offsets: list[Any], _meta: Any) -> None:
         self.calls.append("offsets")
         self.offsets = offsets
@@ -111,3 +113,22 @@ def test_undeclared_output_and_failing_take_changes_are_processor_failures() -> 
     cp2.mark_processed(0)
     with pytest.raises(ProcessorFailure, match="take_changes"):
         cp2.commit({0: Broken(0)}, {0: 1}, lambda: None)
+
+
+def test_emit_waits_for_room_when_the_local_queue_is_full() -> None:
+    """The client's produce raising BufferError (queue full) sends the record through the
+    blocking produce instead: every output produced exactly once, in order."""
+    cp, fake = _checkpoint()
+    full = iter([False, True, True, False])
+
+    def try_produce(topic: str, value: bytes | None, key: bytes | None, **kw: Any) -> None:
+        if next(full):
+            raise BufferError("Local: Queue full")
+        fake.produce(topic, value, key, **kw)
+
+    fake.try_produce = try_produce  # type: ignore[method-assign]
+    outs = [Record("out", f"k{i}".encode(), f"v{i}".encode()) for i in range(4)]
+    counts = {"out": 0, "dlq": 0}
+    cp.emit(outs, counts)
+    assert [(t, k, v) for t, k, v, _ in fake.sent] == [("out.t", f"k{i}".encode(), f"v{i}".encode()) for i in range(4)]
+    assert counts == {"out": 4, "dlq": 0}

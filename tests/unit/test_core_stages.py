@@ -377,3 +377,16 @@ def test_learning_with_the_score_the_model_gave_is_learning() -> None:
         a.learn_one(v)
         b.learn_one(v, score)
     assert a.dumps() == b.dumps() and a.hist == b.hist and sum(a.hist) == 400
+
+
+def test_an_account_changelog_value_is_its_list_as_json(world: Any) -> None:
+    """take_changes writes AccountState.dumps (the prompt keys as JSON straight from their
+    memory): the same bytes as orjson.dumps of to_list, which restores the account."""
+    _, lines, _ = world
+    proc = AccountProcessor(DetectorConfig())
+    proc.process([Record("requests", None, v, 0, i) for i, v in enumerate(lines)])
+    states = [st for st in proc.accounts.values() if isinstance(st, AccountState)]
+    assert sum(len(st.prompts) for st in states) > 100
+    for st in states:
+        assert st.dumps() == orjson.dumps(st.to_list())
+        assert AccountState.from_list(orjson.loads(st.dumps())).to_list() == st.to_list()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 
+import orjson
 import pytest
 
 from consumers.core import prompt_memory
@@ -104,6 +105,7 @@ def test_native_stays_exact_past_the_packed_layout(big: str) -> None:
             keys = (1 << 40, *keys[1:])
         assert nat.use(keys, req, 0x3) == ref.use(keys, req, 0x3), i
         assert nat.to_list() == ref.to_list()
+        assert nat.to_json() == ref.to_json() == orjson.dumps(ref.to_list())
     assert nat.nbytes() > 16 * len(nat)  # it did widen: 16 bytes a key
 
 

@@ -94,6 +94,8 @@ class FakeProducer:
     def produce(self, topic: str, value: bytes | None, key: bytes | None, **kw: object) -> None:
         self.sent.append((topic, key, value))
 
+    try_produce = produce
+
 
 class RecordingProcessor(CountProcessor):
     def __init__(self, partition: int) -> None:
