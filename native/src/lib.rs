@@ -15,12 +15,16 @@
 //! `KeySet` answers exactly as `consumers.core.prompt_memory.PyKeySet`: the paraphrase keys an
 //! account announced, 5 bytes each in insertion order.
 //!
+//! `check_event` is `consumers.contract.events.py_check_event` (RequestEvent v1's checks, the
+//! same reasons in the same order; tests/unit/test_native.py compares them on mutated events).
+//!
 //! Both also derive a prompt's keys from its SimHash and spell the fingerprints they announce
 //! (`use_hex`, `add_new_hex`), as `consumers.core.prompt_keys` does: one call per request instead
 //! of a Python loop over keys and names.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::intern;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 
 const SCAN_MAX: usize = 24;
 const KEY_BITS: u32 = 35;
@@ -547,6 +551,130 @@ impl KeySet {
     }
 }
 
+const MAX_INT: i64 = i64::MAX;
+
+/// An exact int (not a bool) within `lo..=hi`; an int beyond i64 is out of every range here.
+fn int_in(v: &Bound<'_, PyAny>, lo: i64, hi: i64) -> bool {
+    v.is_exact_instance_of::<PyInt>() && matches!(v.extract::<i64>(), Ok(x) if lo <= x && x <= hi)
+}
+
+/// An exact str of `lo..=hi` code points.
+fn str_len_in(v: &Bound<'_, PyAny>, lo: usize, hi: usize) -> bool {
+    v.is_exact_instance_of::<PyString>() && matches!(v.len(), Ok(n) if lo <= n && n <= hi)
+}
+
+/// An exact str of `n` ASCII characters each passing `ok`.
+fn ascii_str(v: &Bound<'_, PyAny>, n: usize, ok: fn(&u8) -> bool) -> bool {
+    match v.downcast_exact::<PyString>() {
+        Ok(s) => matches!(s.to_str(), Ok(t) if t.len() == n && t.as_bytes().iter().all(ok)),
+        Err(_) => false,
+    }
+}
+
+/// `py_check_event`: why a decoded RequestEvent v1 (a dict) is invalid, or None. The task
+/// category is not normalised here (the caller does it).
+#[pyfunction]
+fn check_event(ev: &Bound<'_, PyDict>) -> PyResult<Option<String>> {
+    let py = ev.py();
+    macro_rules! get {
+        ($k:literal) => {
+            match ev.get_item(intern!(py, $k))? {
+                Some(v) => v,
+                None => return Ok(Some(concat!($k, ": required field missing").to_string())),
+            }
+        };
+    }
+    macro_rules! fail {
+        ($m:expr) => {
+            return Ok(Some($m.to_string()))
+        };
+    }
+    let v = get!("schema_version");
+    if !int_in(&v, 1, 1) {
+        fail!("schema_version: must be 1");
+    }
+    if !str_len_in(&get!("event_id"), 1, 64) {
+        fail!("event_id: must be a string of 1-64 characters");
+    }
+    if !str_len_in(&get!("account_id"), 1, 128) {
+        fail!("account_id: must be a string of 1-128 characters");
+    }
+    if !int_in(&get!("ts_ms"), 0, MAX_INT) {
+        fail!("ts_ms: must be an integer >= 0");
+    }
+    if !int_in(&get!("account_created_ms"), 0, MAX_INT) {
+        fail!("account_created_ms: must be an integer >= 0");
+    }
+    if !int_in(&get!("input_tokens"), 0, MAX_INT) {
+        fail!("input_tokens: must be an integer >= 0");
+    }
+    if !int_in(&get!("output_tokens"), 0, MAX_INT) {
+        fail!("output_tokens: must be an integer >= 0");
+    }
+    if !int_in(&get!("latency_ms"), 0, MAX_INT) {
+        fail!("latency_ms: must be an integer >= 0");
+    }
+    macro_rules! nullable_str {
+        ($k:literal) => {
+            let v = get!($k);
+            if !v.is_none() && !v.is_exact_instance_of::<PyString>() {
+                fail!(concat!($k, ": must be a string or null"));
+            }
+        };
+    }
+    nullable_str!("org_id");
+    nullable_str!("api_key_id");
+    nullable_str!("payment_fingerprint");
+    macro_rules! plain_str {
+        ($k:literal) => {
+            if !get!($k).is_exact_instance_of::<PyString>() {
+                fail!(concat!($k, ": must be a string"));
+            }
+        };
+    }
+    plain_str!("account_tier");
+    plain_str!("model");
+    plain_str!("task_category");
+    if !int_in(&get!("status"), -MAX_INT, MAX_INT) {
+        fail!("status: must be an integer");
+    }
+    if !str_len_in(&get!("client_ip_prefix"), 1, 64) {
+        fail!("client_ip_prefix: must be a string of 1-64 characters");
+    }
+    let v = get!("asn");
+    if !v.is_none() && !int_in(&v, 0, MAX_INT) {
+        fail!("asn: must be an integer >= 0 or null");
+    }
+    let v = get!("country");
+    if !v.is_none() && !ascii_str(&v, 2, u8::is_ascii_alphabetic) {
+        fail!("country: must be a 2-letter code or null");
+    }
+    let v = get!("user_agent");
+    if !v.is_none() && !str_len_in(&v, 0, 512) {
+        fail!("user_agent: must be a string of at most 512 characters or null");
+    }
+    if !ascii_str(&get!("prompt_simhash"), 16, u8::is_ascii_hexdigit) {
+        fail!("prompt_simhash: must be 16 hex characters");
+    }
+    let v = get!("reasoning_elicitation");
+    let ok = if v.is_exact_instance_of::<PyFloat>() {
+        let x: f64 = v.extract()?;
+        (0.0..=1.0).contains(&x)
+    } else {
+        int_in(&v, 0, 1)
+    };
+    if !ok {
+        fail!("reasoning_elicitation: must be a number in [0, 1]");
+    }
+    if !get!("tool_use").is_exact_instance_of::<PyBool>() {
+        fail!("tool_use: must be a boolean");
+    }
+    if !int_in(&get!("n_turns"), 1, MAX_INT) {
+        fail!("n_turns: must be an integer >= 1");
+    }
+    Ok(None)
+}
+
 /// `prompt_keys.paraphrase_key_ints` (for the equivalence tests).
 #[pyfunction]
 #[pyo3(name = "paraphrase_key_ints")]
@@ -559,5 +687,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PromptMemory>()?;
     m.add_class::<KeySet>()?;
     m.add_function(wrap_pyfunction!(py_paraphrase_key_ints, m)?)?;
+    m.add_function(wrap_pyfunction!(check_event, m)?)?;
     Ok(())
 }

@@ -171,3 +171,39 @@ def test_native_rejects_what_the_reference_rejects() -> None:
         PyKeySet().add(1 << 40)
     with pytest.raises(ValueError, match="5-byte"):
         NativeKeySet.from_bytes(b"1234")
+
+
+_VALUES = [None, True, False, 0, 1, 2, -1, 2**63 - 1, 2**63, -(2**63 - 1), -(2**63), 10**30, 0.0, -0.0, 0.5, 1.0,
+           1.5, float("nan"), float("inf"), "", "x", "ab", "AB", "a1", "éé", "é" * 64, "é" * 65, "0123456789abcdef",
+           "0123456789ABCDEF", "0123456789abcdeg", "0123456789abcdef\n", "+123456789abcdef", [], {}, [1]]
+_LENGTHS = [1, 2, 16, 63, 64, 65, 127, 128, 129, 511, 512, 513]
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(4))
+def test_native_event_checks_give_the_reference_reasons(seed: int) -> None:
+    """Mutated events (fields missing, of other types, at and past their bounds): the native
+    checks give exactly the reference's reason, or none when it gives none."""
+    from consumers._native import check_event
+    from consumers.contract.events import py_check_event
+    from tests.eventgen import valid_event
+
+    rng = random.Random(seed)
+    base = valid_event()
+    fields = list(base)
+    reasons = set()
+    for i in range(3000):
+        ev = dict(base)
+        for _ in range(rng.choice((0, 1, 1, 2, 3))):
+            k = rng.choice(fields)
+            r = rng.random()
+            if r < 0.15:
+                ev.pop(k, None)
+            elif r < 0.3:
+                ev[k] = "y" * rng.choice(_LENGTHS)
+            else:
+                ev[k] = rng.choice(_VALUES)
+        want = py_check_event(ev)
+        assert check_event(ev) == want, (i, ev)
+        reasons.add(want)
+    assert None in reasons and len(reasons) > 20  # valid ones, and many kinds of invalid ones
