@@ -207,3 +207,36 @@ def test_native_event_checks_give_the_reference_reasons(seed: int) -> None:
         assert check_event(ev) == want, (i, ev)
         reasons.add(want)
     assert None in reasons and len(reasons) > 20  # valid ones, and many kinds of invalid ones
+
+
+_PIPELINE = """
+import hashlib, sys
+from consumers.core import prompt_memory
+from consumers.core.config import DetectorConfig
+from consumers.core.pipeline import LocalPipeline
+from consumers.sim.generator import Simulation
+import orjson
+lines = [orjson.dumps(e) for e in Simulation("smoke", 3).events()]
+flags = LocalPipeline(DetectorConfig()).feed(lines)
+print(prompt_memory.NATIVE, len(flags), hashlib.sha256(b"\\n".join(flags)).hexdigest())
+"""
+
+
+@needs_native
+def test_the_pipeline_gives_the_same_flags_native_and_pure() -> None:
+    """The whole detector, once with the native hot path and once with DISTILLWATCH_PURE_PYTHON=1
+    (each in its own process: the choice is made at import): byte-identical flags."""
+    import subprocess
+    import sys
+
+    out = {}
+    for pure in ("", "1"):
+        env = {k: v for k, v in os.environ.items() if k != "DISTILLWATCH_PURE_PYTHON"}
+        if pure:
+            env["DISTILLWATCH_PURE_PYTHON"] = pure
+        res = subprocess.run([sys.executable, "-c", _PIPELINE], capture_output=True, text=True, env=env,
+                             timeout=600, check=True)
+        out[pure] = res.stdout.split()
+    assert out[""][0] == "True" and out["1"][0] == "False"
+    assert int(out[""][1]) > 10  # the smoke scenario's campaigns are flagged
+    assert out[""][1:] == out["1"][1:]
