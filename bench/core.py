@@ -93,7 +93,7 @@ def memory(raw: Sequence[bytes], chunk: int = 4096, cfg: Any = None) -> dict[str
         total = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
-    total += pipe.account.native_bytes()  # the native prompt memory: outside tracemalloc's view
+    total += pipe.account.native_bytes()  # the native heap: outside tracemalloc's view
     camp = pipe.campaign.state_size()
     return {"bytes": total, "accounts": len(pipe.account.accounts),
             "fingerprints": camp["groups"] + camp["singles"], "singles": camp["singles"]}

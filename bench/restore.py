@@ -111,15 +111,14 @@ def templates(ds: Dataset, cfg: Any = None) -> Templates:
     ``take_changes()`` into per-account entries and the rest."""
     from consumers.core.account_stage import AccountProcessor
     from consumers.core.config import DetectorConfig
-    from consumers.core.features import FEATURE_NAMES
     from consumers.core.models.behaviour import BehaviourModel
 
     cfg = cfg or DetectorConfig()
     ids = {k for k in ds.keys}
     lengths = sorted({len(k) for k in ids}, reverse=True)
     # the first processor of a process imports river and scipy (~56 MB): not state, so it is
-    # built before measuring
-    AccountProcessor(cfg, 0)
+    # built before measuring (its new behaviour model is the baseline of the model's growth below)
+    first = AccountProcessor(cfg, 0)
     saved = gc.get_threshold()
     gc.set_threshold(*CLI_GC_THRESHOLD)
     gc.collect()
@@ -132,19 +131,19 @@ def templates(ds: Dataset, cfg: Any = None) -> Templates:
             proc.process(recs)
         gc.collect()
         live = tracemalloc.get_traced_memory()[0] - base
-        # the model's growth: a copy of the trained model less a new one (same settings)
-        at = tracemalloc.get_traced_memory()[0]
-        trained = BehaviourModel.loads(proc.model.dumps())
-        grown = tracemalloc.get_traced_memory()[0] - at
-        at = tracemalloc.get_traced_memory()[0]
-        fresh = BehaviourModel(len(FEATURE_NAMES), seed=cfg.seed, n_trees=cfg.hst_trees,
-                               height=cfg.hst_height, window_size=cfg.hst_window)
-        model_growth = grown - (tracemalloc.get_traced_memory()[0] - at)
-        del trained, fresh
+        # the model's growth: a copy of the trained model less a copy of a new one
+        copies = []
+        sizes = []
+        for model in (proc.model, first.model):
+            at = tracemalloc.get_traced_memory()[0]
+            copies.append(BehaviourModel.loads(model.dumps()))
+            sizes.append(tracemalloc.get_traced_memory()[0] - at)
+        model_growth = sizes[0] - sizes[1]
+        del copies
     finally:
         tracemalloc.stop()
         gc.set_threshold(*saved)
-    live += proc.native_bytes()  # the native prompt memory: outside tracemalloc's view
+    live += proc.native_bytes()  # the native heap: outside tracemalloc's view
     held = _held(proc)
     frozen = _frozen(proc)
     per: dict[bytes, list[tuple[bytes, bytes | None]]] = {}
@@ -315,7 +314,7 @@ def restore_processors(entries: dict[bytes, bytes], t: Templates, chunk: int,
                     proc.restore(part)
                     gc.collect()
                     mem_per_account = (tracemalloc.get_traced_memory()[0] - base
-                                       + proc.native_bytes()) / n_acc  # + the native prompt memory
+                                       + proc.native_bytes()) / n_acc  # + the native heap
                     first_frozen = _frozen(proc)
                 finally:
                     tracemalloc.stop()

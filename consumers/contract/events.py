@@ -20,13 +20,14 @@ is accepted where a float is expected, as JSON does not distinguish ``1`` from `
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from consumers.native_choice import native_module
 
 #: The task categories in their one fixed order: per-account category counts are indexed by it and
 #: seeded generators sample from it, so the order is part of the detector's state and of every
@@ -176,20 +177,10 @@ def py_check_event(ev: dict[str, Any]) -> str | None:
     return None
 
 
-def _choose_check() -> Callable[[dict[str, Any]], str | None]:
-    """The native checks when ``pip install`` could build them and ``DISTILLWATCH_PURE_PYTHON``
-    is not set (a third of the cost: one call instead of ~25 dict lookups and type tests in
-    Python); :func:`py_check_event` otherwise."""
-    if os.environ.get("DISTILLWATCH_PURE_PYTHON"):
-        return py_check_event
-    try:
-        from consumers._native import check_event
-    except ImportError:  # pragma: no cover - depends on the install
-        return py_check_event
-    return check_event
-
-
-_check_event = _choose_check()
+#: the native checks where built (a third of the cost: one call instead of ~25 dict lookups and
+#: type tests in Python; see consumers.native_choice), else :func:`py_check_event`
+_native = native_module()
+_check_event: Callable[[dict[str, Any]], str | None] = py_check_event if _native is None else _native.check_event
 
 
 def validate_event(ev: Any) -> dict[str, Any]:

@@ -30,22 +30,8 @@ import orjson
 
 from consumers.contract.events import CATEGORIES
 from consumers.core.config import DAY_MS, HOUR_MS
-from consumers.core.prompt_keys import (
-    paraphrase_key_ints,
-    paraphrase_key_name,
-    paraphrase_keys,
-    prompt_key_ints,
-    prompt_key_name,
-    prompt_keys,
-)
 from consumers.core.prompt_memory import KeySet, PromptMemory, PyKeySet, holds_record
 from consumers.core.timing import window_from_json, window_to_json
-
-__all__ = [
-    "CAPABILITY_IDX", "CATEGORY_INDEX", "FEATURE_NAMES", "MAX_PARA_KEYS", "MAX_PROMPT_KEYS", "AccountState",
-    "digest8", "paraphrase_key_ints", "paraphrase_key_name", "paraphrase_keys", "prompt_key_ints",
-    "prompt_key_name", "prompt_keys",
-]
 
 #: prompt keys remembered per account (~85 prompts), and paraphrase keys (each announced once)
 MAX_PROMPT_KEYS = 512
@@ -296,7 +282,7 @@ class AccountState:
         return [
             self.org, self.created, self.first, self.last, self.n, self.cats, self.el, self.tools,
             self.hours, self.gn, self.gmean, self.gm2, self.tin, self.tout, _b64(self.ips),
-            self.reuse, list(self.models), [base64.b64encode(self.recent_ids).decode(), self.ids_at],
+            self.reuse, list(self.models), [_b64(self.recent_ids), self.ids_at],
             prompts,
             _b64(self.fps), self.next_learn, self.sent, self.dirty, self.beh,
             self.lpay, self.lua, self.scored_n, self.scored_t, self.touch, self.switch_h,
@@ -377,7 +363,7 @@ class AccountState:
         st.ips = _digests(ips)
         st.models = tuple(st.models)  # earlier changelogs: {name: first use}, its keys
         if isinstance(fps, str):
-            st.fps = base64.b64decode(fps)
+            st.fps = _digests(fps)
             st.nfp = v[_NFP] if len(v) > _NFP else len(st.fps) // 8
         else:  # earlier changelogs: the fingerprints themselves
             st.fps, st.nfp = _digests([fp for fp in fps if fp.startswith(_REMEMBERED_FPS)]), len(fps)
@@ -428,7 +414,7 @@ _FROZEN_ZDICT_V2 = (
 )
 
 
-def _b64(b: bytes) -> str:
+def _b64(b: bytes | bytearray) -> str:
     return base64.b64encode(b).decode()
 
 

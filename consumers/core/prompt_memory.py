@@ -39,7 +39,6 @@ native when built (else :class:`PyKeySet`, the reference).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from typing import cast
 
@@ -51,6 +50,7 @@ from consumers.core.prompt_keys import (
     prompt_key_ints,
     prompt_key_name,
 )
+from consumers.native_choice import native_module
 
 
 def holds_record(buf: bytes | bytearray, rec: bytes) -> bool:
@@ -271,17 +271,13 @@ class PyKeySet:
 
 
 def _choose() -> tuple[type[PyPromptMemory], type[PyKeySet]]:
-    """The native implementations when `pip install` could build them (a Rust toolchain) and
-    ``DISTILLWATCH_PURE_PYTHON`` is not set; the pure-Python ones otherwise."""
-    if os.environ.get("DISTILLWATCH_PURE_PYTHON"):
-        return PyPromptMemory, PyKeySet
-    try:
-        from consumers._native import KeySet as native_keys
-        from consumers._native import PromptMemory as native_memory
-    except ImportError:  # pragma: no cover - depends on the install
+    """The native implementations where built (:func:`consumers.native_choice.native_module`),
+    the pure-Python ones otherwise."""
+    native = native_module()
+    if native is None:
         return PyPromptMemory, PyKeySet
     # the same interfaces, checked by tests/unit/test_native.py
-    return cast("type[PyPromptMemory]", native_memory), cast("type[PyKeySet]", native_keys)
+    return cast("type[PyPromptMemory]", native.PromptMemory), cast("type[PyKeySet]", native.KeySet)
 
 
 #: what the account stage uses (see :func:`_choose`)

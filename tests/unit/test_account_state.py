@@ -7,9 +7,8 @@ import random
 
 import pytest
 
-from consumers.core.features import (
-    AccountState,
-    digest8,
+from consumers.core.features import AccountState, digest8
+from consumers.core.prompt_keys import (
     paraphrase_key_ints,
     paraphrase_key_name,
     paraphrase_keys,

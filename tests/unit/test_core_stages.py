@@ -21,10 +21,11 @@ from consumers.contract.flags import ENFORCING_ACTIONS as ENFORCING
 from consumers.core.account_stage import AccountProcessor, dlq_record
 from consumers.core.campaign_stage import CampaignProcessor
 from consumers.core.config import DAY_MS, DetectorConfig
-from consumers.core.features import FEATURE_NAMES, AccountState, prompt_keys
+from consumers.core.features import FEATURE_NAMES, AccountState
 from consumers.core.messages import Behaviour, FingerprintSeen
 from consumers.core.models.behaviour import BehaviourModel
 from consumers.core.pipeline import LocalPipeline
+from consumers.core.prompt_keys import prompt_keys
 from consumers.core.stage import Record
 from tests.eventgen import EventGen, dumps_lines, scenario, sort_events, valid_event
 

@@ -17,9 +17,9 @@ import pytest
 from consumers.core.account_stage import AccountProcessor
 from consumers.core.campaign_stage import CampaignProcessor, kind_of
 from consumers.core.config import DAY_MS, DetectorConfig
-from consumers.core.features import paraphrase_keys, prompt_keys
 from consumers.core.messages import Behaviour, FingerprintSeen, Link, decode
 from consumers.core.policy import PolicyProcessor, combine, counted_kinds
+from consumers.core.prompt_keys import paraphrase_keys, prompt_keys
 from consumers.core.stage import Record
 from tests.eventgen import valid_event
 from tests.unit.test_core_stages import latest_links, obs

@@ -49,7 +49,7 @@ class BehaviourModel:
     def learn_one(self, v: list[float], score: float | None = None) -> None:
         """Teach the model one account's feature vector (each value in [0, 1]). ``score``: its
         :meth:`score_one` under the model as it is now, when the caller has it (saves a walk of
-        every tree; :meth:`quantile_one` with ``with_score``)."""
+        every tree; :meth:`scored_quantile` returns it)."""
         x = self._x(v)
         s = self.hst.score_one(x) if score is None else score
         self.hist[min(int(s * _BINS), _BINS - 1)] += 1
