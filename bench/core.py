@@ -31,10 +31,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.common import chunked, make_row, rate, set_ratio
+from consumers.config import GC_THRESHOLD  # measured beside CPython's default (700, 10, 10)
 
 SECTION = "core"
-#: the alternative GC thresholds measured beside CPython's default (700, 10, 10)
-GC_THRESHOLD = (50_000, 20, 100)
 
 
 def _request_records(raw: Sequence[bytes], chunk: int) -> list[list[Any]]:

@@ -33,6 +33,7 @@ topics included) and every consumer group of the run is deleted at the end, even
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import threading
 import time
@@ -296,6 +297,7 @@ def detect_sequential(bootstrap: str, topic: str, prefix: str, group: str, cfg: 
         res["timed_out"] = timed_out
         stages.append(res)
     return {"group": group, "setup_s": setup, "stages": stages,
+            "observations_topic": runners[0].output_topics.get("observations"),
             "flags": runners[-1].metrics.produced.get("flags", 0),
             "wall_s": sum(s["wall_s"] for s in stages), "cpu_s": time.process_time() - cpu0}
 
@@ -396,7 +398,7 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
     checkpoint cadence, of a batch size.
     """
     from bench import quix
-    from consumers.config import DetectSettings, KafkaSettings
+    from consumers.config import GC_THRESHOLD, DetectSettings, KafkaSettings
     from consumers.contract.events import parse_event
     from consumers.core.config import DetectorConfig
     from consumers.kafka.admin import TopicSpec, ensure_topics
@@ -429,6 +431,11 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
         log(f"kafka: Quix Streams peer skipped: quixstreams is not installed ({quix.REQUIREMENT})")
     decoders: dict[str, Callable[[bytes], Any] | None] = {
         "nothing": None, "orjson.loads": orjson.loads, "parse_event": parse_event}
+    # every measurement of the section runs with the GC thresholds `distillwatch` sets (the
+    # ceilings, the peer and detect alike): detect's stages run here as in its process
+    saved_gc = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLD)
+    info["gc_threshold"] = list(GC_THRESHOLD)
     try:
         for P in partitions:
             topic = f"{prefix}p{P}.requests"
@@ -438,7 +445,8 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
             t_prod = produce_dataset(bootstrap, topic, ds)
             rows.append(make_row(SECTION, f"P={P} produce (lz4, idempotent, ts=ts_ms)", [rate(n, t_prod)],
                                  "events/s", f"{t_prod:.2f}s to the last ack"))
-            raw: dict[str, list[dict[str, float]]] = {name: [] for name in (*CEILING_VARIANTS, "detect")}
+            raw: dict[str, list[dict[str, float]]] = {
+                name: [] for name in (*CEILING_VARIANTS, "detect", "observations")}
             peer: list[dict[str, float]] = []
             seq: list[dict[str, Any]] = []
             thr: list[dict[str, Any]] = []
@@ -468,6 +476,12 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
                 seq.append(detect_sequential(bootstrap, topic, prefix, group, cfg, timeout))
                 log(f"kafka: P={P} repeat {rep + 1}/{repeat}: detect sequential {n / seq[-1]['wall_s']:,.0f} ev/s"
                     + ("; detect (threaded) ..." if threaded else ""))
+                # the internal records the account stage wrote, read as the ceiling reads requests
+                obs_topic, produced = seq[-1]["observations_topic"], seq[-1]["stages"][0]["produced"]
+                if obs_topic and produced.get("observations"):
+                    raw["observations"].append(raw_consume(bootstrap, obs_topic, P, produced["observations"],
+                                                           orjson.loads, CEILING_BATCH,
+                                                           settings=CEILING_CONSUMER))
                 if threaded:
                     group = f"dwb-{run_id}-p{P}-t{rep}"
                     groups += [f"{group}.{s}" for s in STAGES]
@@ -489,6 +503,7 @@ def run(ds: Dataset, repeat: int = 3, partitions: Sequence[int] = (1,),
                               detect_batch)
             rows += _commit_rows(P, n, rows, defaults, alt, expected_flags if P == 1 else None)
     finally:
+        gc.set_threshold(*saved_gc)
         info["cleanup"] = cleanup(bootstrap, prefix, groups)
     return {"section": SECTION, "rows": rows, "info": info}
 
@@ -572,6 +587,22 @@ def _rows_for(P: int, n: int, raw: dict[str, list[dict[str, float]]], seq: list[
     base = ceiling[CEILING_BASE]
     base_label = "consume+orjson"
     base_stream = _median([rate(n, r["streaming_seconds"]) for r in raw[CEILING_BASE]])
+
+    if raw.get("observations"):
+        # the floor of the three-stage topology in Python: every request is consumed and decoded
+        # once, and so is each internal observation it causes — before any detection work,
+        # producing or checkpointing
+        runs = raw["observations"]
+        per_req = _median([r["messages"] for r in runs]) / n
+        t_obs = _median([r["seconds"] for r in runs])
+        obs = make_row(SECTION, f"{tag} internal observations (account → campaign stage): consume ceiling "
+                       "+ orjson.loads", [rate(int(r["messages"]), r["seconds"]) for r in runs], "records/s",
+                       f"{per_req:.2f} per request")
+        floor = make_row(SECTION, f"{tag} requests + their observations, consume ceiling + orjson.loads "
+                         "(the topology's floor, no detection)",
+                         [rate(n, r["seconds"] + t_obs) for r in raw[CEILING_BASE]], "events/s")
+        set_ratio(floor, base, base_label)
+        rows += [obs, floor]
 
     quix_row = None
     if peer:

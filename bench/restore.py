@@ -44,10 +44,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from bench.common import Dataset, make_row
+from consumers.config import GC_THRESHOLD
 
 SECTION = "restore"
 #: the GC thresholds ``consumers.cli.main`` sets
-CLI_GC_THRESHOLD = (50_000, 20, 100)
+CLI_GC_THRESHOLD = GC_THRESHOLD
 
 
 def _records(ds: Dataset, chunk: int = 4096) -> Iterator[list[Any]]:

@@ -19,6 +19,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.core.config import DetectorConfig
 
+#: the cyclic GC's thresholds the commands run the detector with (``gc.set_threshold``): it keeps
+#: a large, long-lived heap of small state objects, which the default thresholds (700, 10, 10)
+#: make the collector rescan constantly (bench ``core``: 1.1-1.4x faster with these, same flags)
+GC_THRESHOLD = (50_000, 20, 100)
+
 
 class KafkaSettings(BaseSettings):
     """How to reach the broker and which topics to use."""
@@ -73,6 +78,12 @@ class DetectSettings(BaseSettings):
     # for +39% CPU per event at that rate and +13-16% when catching up (more checkpoints, each
     # rewriting the changed accounts' state)
     commit_interval_ms: int = Field(100, ge=10, description="checkpoint interval: outputs become visible this often")
+    # while behind (a consume returned a full batch: catching up after a stop, a replayed backlog)
+    # a checkpoint per batch costs a broker round trip and rewrites every changed account, and the
+    # outputs wait for the backlog anyway. Measured (bench/run.py --only kafka, README): checkpoints
+    # of the account stage 9 -> 5 and of the campaign stage 24 -> 6 on `day`
+    catchup_commit_interval_ms: int = Field(
+        1000, ge=10, description="checkpoint interval while behind (a consume returned a full batch)")
     # 20,000: while catching up a checkpoint follows every batch, and each rewrites the changelog
     # entries of the accounts the batch changed (~2.6 KB each) — fewer, larger batches rewrite
     # fewer. Measured with bench/run.py --only kafka --compare-batch-size 5000 (README,

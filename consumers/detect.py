@@ -56,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", choices=("all", *STAGES), help="default all (DISTILLWATCH_STAGE)")
     p.add_argument("--instance-id", help="stable id of this replica (pod name)")
     p.add_argument("--commit-interval-ms", type=int)
+    p.add_argument("--catchup-commit-interval-ms", type=int,
+                   help="checkpoint interval while behind (a full batch came), default 1000")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--internal-partitions", type=int)
     p.add_argument("--detector-config", metavar="FILE", help="JSON file of detector settings")
@@ -98,7 +100,8 @@ def preload_river() -> threading.Thread:
 
 def run(args: argparse.Namespace) -> int:
     kafka = kafka_settings(args)
-    ds_over = {k: getattr(args, k) for k in ("stage", "instance_id", "commit_interval_ms", "batch_size",
+    ds_over = {k: getattr(args, k) for k in ("stage", "instance_id", "commit_interval_ms",
+                                              "catchup_commit_interval_ms", "batch_size",
                                               "internal_partitions", "detector_config",
                                               "http_port", "http_host")
                if getattr(args, k, None) is not None}

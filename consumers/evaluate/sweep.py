@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from consumers.config import GC_THRESHOLD
+
 TUNING_SEEDS = (1, 2, 3)
 HELD_OUT_SEEDS = (101, 102, 103)
 
@@ -43,7 +45,7 @@ def run_seed(seed: int, root: str, detector_config: str | None, scale: float | N
 
     from consumers.evaluate.standard import simulate_replay_evaluate
 
-    gc.set_threshold(50_000, 20, 100)  # as the CLI does for the detector (worker processes too)
+    gc.set_threshold(*GC_THRESHOLD)  # as the CLI does for the detector (worker processes too)
     metrics, info = simulate_replay_evaluate("sweep", seed, Path(root) / f"sweep-s{seed}", detector_config,
                                              scale=scale, days=days)
     dm = metrics["dimensions"]

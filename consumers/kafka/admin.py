@@ -4,7 +4,8 @@
   ``cleanup.policy=compact`` for changelogs), tolerates "already exists", waits until metadata
   shows every topic with a leader for each partition, and raises :class:`TopicError` when an
   existing topic has fewer partitions than required (co-partitioning would silently break).
-* :func:`partitions_of` returns a topic's partition count, or ``None`` when it does not exist.
+* :func:`partitions_of` returns a topic's partition count, or ``None`` when it does not exist;
+  :func:`topic_partitions` the counts of several topics, from one metadata request.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def changelog_spec(name: str, partitions: int, replication_factor: int = 1) -> T
     return TopicSpec(name, partitions, replication_factor, dict(CHANGELOG_CONFIG))
 
 
-def _admin(kafka: KafkaSettings) -> AdminClient:
+def admin_client(kafka: KafkaSettings) -> AdminClient:
     return AdminClient(kafka.client_config())
 
 
@@ -73,12 +74,20 @@ def _describe(admin: AdminClient, timeout: float) -> dict[str, tuple[int, bool]]
 
 def partitions_of(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> int | None:
     """Number of partitions of ``topic``; ``None`` when the topic does not exist."""
-    admin = _admin(kafka)
+    admin = admin_client(kafka)
     md = admin.list_topics(topic=topic, timeout=timeout)
     tmd = md.topics.get(topic)
     if tmd is None or tmd.error is not None or not tmd.partitions:
         return None
     return len(tmd.partitions)
+
+
+def topic_partitions(kafka: KafkaSettings, topics: Iterable[str], timeout: float = 10.0,
+                     admin: AdminClient | None = None) -> dict[str, int | None]:
+    """Partition counts of ``topics`` (``None``: the topic does not exist), from one metadata
+    request: a stage checks its input, outputs and changelog at start-up with one client."""
+    existing = _describe(admin or admin_client(kafka), timeout)
+    return {t: existing[t][0] if t in existing and existing[t][0] else None for t in topics}
 
 
 def _check_partitions(spec: TopicSpec, have: int) -> None:
@@ -90,7 +99,8 @@ def _check_partitions(spec: TopicSpec, have: int) -> None:
 
 
 def ensure_topics(
-    kafka: KafkaSettings, topics: Iterable[TopicSpec], timeout: float = 30.0
+    kafka: KafkaSettings, topics: Iterable[TopicSpec], timeout: float = 30.0,
+    admin: AdminClient | None = None,
 ) -> list[str]:
     """Create the topics that do not exist and check the ones that do; returns the created names.
 
@@ -101,7 +111,7 @@ def ensure_topics(
     specs = list(topics)
     if not specs:
         return []
-    admin = _admin(kafka)
+    admin = admin or admin_client(kafka)
     existing = _describe(admin, timeout)
     missing: list[TopicSpec] = []
     for spec in specs:
@@ -149,4 +159,4 @@ def ensure_topics(
             return created
         if time.monotonic() >= deadline:
             raise TimeoutError(f"topics not ready after {timeout:.0f}s: {pending}")
-        time.sleep(0.1)
+        time.sleep(0.02)

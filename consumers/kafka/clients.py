@@ -69,6 +69,7 @@ class RunnerOptions:
     group_id: str
     instance_id: str = field(default_factory=default_instance_id)
     commit_interval_ms: int = 100
+    catchup_commit_interval_ms: int = 1000
     batch_size: int = 2000
     poll_timeout_s: float = 0.1
     transaction_timeout_ms: int = 60000

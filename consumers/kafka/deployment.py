@@ -53,6 +53,7 @@ def build_runners(kafka: KafkaSettings, cfg: DetectorConfig, ds: DetectSettings,
         opts: dict[str, Any] = {
             "group_id": stage_group(kafka.group_id, spec.name),
             "commit_interval_ms": ds.commit_interval_ms,
+            "catchup_commit_interval_ms": ds.catchup_commit_interval_ms,
             "batch_size": ds.batch_size,
             "transaction_timeout_ms": ds.transaction_timeout_ms,
             "stop_at_end": stop_at_end,

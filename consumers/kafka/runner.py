@@ -18,7 +18,9 @@ Delivery guarantee (for enforcement teams and other subscribers)
   stage emitted them.
 * **Latency.** Outputs become visible at the next checkpoint, i.e. up to ``commit_interval_ms``
   (default 100 ms, as Kafka Streams under exactly-once) plus the commit round trip after the
-  input arrived; a flag crosses three stages (``bench/latency.py`` measures it end to end).
+  input arrived; a flag crosses three stages (``bench/latency.py`` measures it end to end). A
+  runner that is behind (its last ``consume`` returned a full batch) checkpoints every
+  ``catchup_commit_interval_ms`` (default 1 s) instead, as its outputs wait for the backlog anyway.
 * **Crashes, restarts, rebalances, broker restarts.** If a runner dies (SIGKILL, OOM, node loss)
   its open transaction is aborted (when the same ``instance_id`` restarts, at once; otherwise when
   the broker's transaction timeout expires, ``transaction_timeout_ms``, default 60 s). The new
@@ -85,7 +87,7 @@ from confluent_kafka import (
 
 from consumers.config import KafkaSettings
 from consumers.core.stage import Processor, StageSpec
-from consumers.kafka.admin import changelog_spec, ensure_topics, partitions_of
+from consumers.kafka.admin import admin_client, changelog_spec, ensure_topics, topic_partitions
 from consumers.kafka.changelog import RestoreInterrupted
 from consumers.kafka.checkpoint import Checkpoint, TxnStatus
 from consumers.kafka.clients import RunnerOptions, consumer_config, kafka_error, producer_config
@@ -303,28 +305,22 @@ class StageRunner:
                 signal.signal(sig, h)
 
     def _check_topics(self) -> None:
-        n_in = partitions_of(self.kafka, self.input_topic)
+        cl = self.changelog_topic
+        admin = admin_client(self.kafka)  # one client (each new one costs a connection, ~0.08 s)
+        have = topic_partitions(self.kafka, [self.input_topic, *self.output_topics.values(), cl], admin=admin)
+        n_in = have[self.input_topic]
         if n_in is None:
             raise TopicError(f"stage {self.spec.name!r}: input topic {self.input_topic!r} missing")
-        absent = [t for t in self.output_topics.values() if partitions_of(self.kafka, t) is None]
+        absent = [t for t in self.output_topics.values() if have[t] is None]
         if absent:
             raise TopicError(f"stage {self.spec.name!r}: output topics missing: {absent}")
-        if self.options.create_changelog:
-            ensure_topics(
-                self.kafka,
-                [
-                    changelog_spec(
-                        self.changelog_topic, n_in, self.options.changelog_replication_factor
-                    )
-                ],
-            )
-        else:
-            n_cl = partitions_of(self.kafka, self.changelog_topic)
-            if n_cl is None or n_cl < n_in:
-                raise TopicError(
-                    f"changelog {self.changelog_topic!r} has {n_cl} partitions, "
-                    f"input {self.input_topic!r} has {n_in}"
-                )
+        n_cl = have[cl]
+        if self.options.create_changelog and (n_cl is None or n_cl < n_in):
+            # absent: created; too few partitions: ensure_topics raises TopicError
+            ensure_topics(self.kafka, [changelog_spec(cl, n_in, self.options.changelog_replication_factor)],
+                          admin=admin)
+        elif n_cl is None or n_cl < n_in:
+            raise TopicError(f"changelog {cl!r} has {n_cl} partitions, input {self.input_topic!r} has {n_in}")
 
     def _start(self) -> None:
         self._check_topics()
@@ -420,7 +416,7 @@ class StageRunner:
             self._producer.poll(0)
             cp = self.checkpoint
             assert cp is not None
-            if cp.dirty and cp.age_s() * 1000 >= self.options.commit_interval_ms:
+            if cp.dirty and cp.age_s() * 1000 >= self._interval_ms(len(msgs)):
                 self._commit("interval")
             if (
                 self.options.stop_at_end
@@ -437,6 +433,17 @@ class StageRunner:
         except ProducerHung as exc:
             self._replace_producer(exc)
             self._rewind(f"producer replaced: {exc}")
+
+    def _interval_ms(self, n_msgs: int) -> int:
+        """How old the open checkpoint may get: ``commit_interval_ms``; while the runner is behind
+        (the last ``consume`` returned a full batch: more is waiting) ``catchup_commit_interval_ms``
+        if that is longer. Catching up, each checkpoint costs a broker round trip and rewrites the
+        state of every account the batch changed, and its outputs' latency is the backlog anyway;
+        under steady load batches are not full and outputs stay ``commit_interval_ms`` behind."""
+        o = self.options
+        if n_msgs >= o.batch_size:
+            return max(o.commit_interval_ms, o.catchup_commit_interval_ms)
+        return o.commit_interval_ms
 
     def _process(self, msgs: list[Message]) -> None:
         by_part, eof_at = split_batch(msgs, self.input_topic, self._consumer_error)

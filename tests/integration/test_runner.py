@@ -158,6 +158,8 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
 
 def options(topics: Topics, **kw: object) -> RunnerOptions:
     kw.setdefault("commit_interval_ms", 200)
+    # these tests inject faults at checkpoints: one per interval even while the runner is behind
+    kw.setdefault("catchup_commit_interval_ms", 0)
     kw.setdefault("stop_at_end", True)
     kw.setdefault("progress_interval_s", 5.0)
     return RunnerOptions(group_id=topics.group, changelog_topic=topics.changelog, **kw)  # type: ignore[arg-type]

@@ -197,7 +197,8 @@ def test_kafka_rows_from_results() -> None:
     raw = {"nothing": [{"seconds": 1.0, "streaming_seconds": 0.5}],
            "orjson.loads": [{"seconds": 2.0, "streaming_seconds": 1.5}],
            "parse_event": [{"seconds": 4.0, "streaming_seconds": 3.5}],
-           "detect": [{"seconds": 1.25, "streaming_seconds": 1.0}]}
+           "detect": [{"seconds": 1.25, "streaming_seconds": 1.0}],
+           "observations": [{"seconds": 3.0, "streaming_seconds": 2.5, "messages": 2500}]}
     seq = [{"stages": [_stage("account", 5.0), _stage("campaign", 3.0), _stage("policy", 2.0)], "flags": 7,
             "cpu_s": 2.0}]
     thr = [{"stages": [_stage(s, 6.0) for s in bench_kafka.STAGES], "wall_s": 6.0, "flags": 7,
@@ -219,6 +220,12 @@ def test_kafka_rows_from_results() -> None:
     assert whole["median"] == pytest.approx(100) and whole["ratio"] == pytest.approx(0.2)
     assert whole["ratio_to"] == "consume+orjson" and whole["flags_match_replay"] is True
     assert whole["note"].endswith("= replay ✓; CPU 2000 µs/event")
+    # the internal records: 2.5 per request; requests (2 s) and observations (3 s) read in 5 s
+    obs = rows["P=1 internal observations (account → campaign stage): consume ceiling + orjson.loads"]
+    assert obs["median"] == pytest.approx(2500 / 3) and obs["note"] == "2.50 per request"
+    floor = rows["P=1 requests + their observations, consume ceiling + orjson.loads (the topology's floor, "
+                 "no detection)"]
+    assert floor["median"] == pytest.approx(200) and floor["ratio"] == pytest.approx(0.4)
     threads = rows["P=1 detect (threads, run_all) until caught up"]
     assert threads["median"] == pytest.approx(1000 / 6) and threads["ratio"] == pytest.approx(1 / 3)
     bad = {r["case"]: r for r in bench_kafka._rows_for(1, 1000, raw, seq, [], expected_flags=8)}

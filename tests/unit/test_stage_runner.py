@@ -217,3 +217,56 @@ def test_stage_state_sums_the_processors_counters_and_sizes() -> None:
     p1.state_size = lambda: {"accounts": 7}  # type: ignore[attr-defined]
     r, _ = _runner({0: p0, 1: p1})
     assert r.stage_state() == {"events": 7, "evicted_cap": 2, "accounts": 7}
+
+
+class FakeConsumer:
+    """Hands out prepared batches; ``consume`` returns the next one (or nothing)."""
+
+    def __init__(self, batches: list[list[FakeMsg]]) -> None:
+        self.batches = batches
+
+    def consume(self, n: int, timeout: float) -> list[FakeMsg]:
+        return self.batches.pop(0) if self.batches else []
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+class CommittingProducer(FakeProducer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits = 0
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def send_offsets_to_transaction(self, offsets: object, metadata: object) -> None:
+        pass
+
+    def commit_transaction(self, before: object = None) -> None:
+        self.commits += 1
+
+
+def test_a_runner_behind_checkpoints_at_the_catch_up_interval() -> None:
+    """While ``consume`` returns full batches (more is waiting) a checkpoint waits for
+    ``catchup_commit_interval_ms``; a partial batch (caught up) commits at ``commit_interval_ms``."""
+    full = [FakeMsg(0, i, b"a:%d" % i) for i in range(4)]
+    r = StageRunner(KafkaSettings(), SPEC, TOPICS,
+                    RunnerOptions(group_id="g", batch_size=4, commit_interval_ms=10,
+                                  catchup_commit_interval_ms=60_000))
+    fake = CommittingProducer()
+    r._producer = fake  # type: ignore[assignment]
+    r.checkpoint = r._new_checkpoint()
+    r._procs = {0: CountProcessor(0)}  # type: ignore[dict-item]
+    r._next = {0: None}
+    r._consumer = FakeConsumer([full, [FakeMsg(0, 4 + i, b"b:%d" % i) for i in range(4)],
+                                [FakeMsg(0, 8, b"c:1")]])  # type: ignore[assignment]
+    r.checkpoint.created_at -= 1.0  # older than commit_interval_ms, younger than the catch-up interval
+    r._step()
+    r._step()
+    assert fake.commits == 0 and r.metrics.consumed == 8  # behind: no checkpoint yet
+    r._step()
+    assert fake.commits == 1 and r.metrics.checkpoints == 1  # a partial batch: caught up
+    assert r._interval_ms(4) == 60_000 and r._interval_ms(3) == 10
+    r.options.catchup_commit_interval_ms = 5  # never shorter than commit_interval_ms
+    assert r._interval_ms(4) == 10
