@@ -3,7 +3,7 @@ them; nothing here imports a command.
 
 * :mod:`~consumers.kafka.clients` — librdkafka configurations of every client.
 * :mod:`~consumers.kafka.naming` — deployment names: topics, groups, changelogs, transactional ids.
-* :mod:`~consumers.kafka.admin` — :func:`ensure_topics`, :func:`partitions_of`.
+* :mod:`~consumers.kafka.admin` — :func:`ensure_topics`, :func:`partitions_of`, :func:`topic_partitions`.
 * :mod:`~consumers.kafka.reader` — reading topics with read_committed: to the end, or a range.
 * :mod:`~consumers.kafka.writer` — the one blocking produce, a short-lived transaction.
 * :mod:`~consumers.kafka.transactional` — the runner's transactional producer (watchdog, retries).
@@ -26,7 +26,7 @@ Plugging a stage in::
     runner.run()        # or run_all([runner_a, runner_b]) for several stages in one process
 """
 
-from consumers.kafka.admin import TopicSpec, changelog_spec, ensure_topics, partitions_of
+from consumers.kafka.admin import TopicSpec, changelog_spec, ensure_topics, partitions_of, topic_partitions
 from consumers.kafka.checkpoint import Checkpoint, TxnStatus
 from consumers.kafka.errors import FatalRunnerError, TopicError
 from consumers.kafka.metrics import RunnerMetrics
@@ -45,4 +45,5 @@ __all__ = [
     "ensure_topics",
     "partitions_of",
     "run_all",
+    "topic_partitions",
 ]

@@ -15,6 +15,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from consumers.config import KafkaSettings
+from consumers.kafka.admin import admin_client, changelog_spec, ensure_topics, topic_partitions
+from consumers.kafka.errors import TopicError
 from tests.kafka_helpers import (
     Record,
     TopicSpec,
@@ -44,6 +47,20 @@ def test_create_topics_with_partitions(kafka_bootstrap: str, topic_prefix: str) 
     md = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10)
     counts = {n: len(md.topics[n].partitions) for n in names}
     assert counts == {names[0]: 3, names[1]: 1, names[2]: 2, names[3]: 4}
+
+
+def test_topic_partitions_and_ensure_topics_share_one_client(kafka_bootstrap: str, topic_prefix: str) -> None:
+    """What a stage checks at start-up: several topics' partition counts from one metadata
+    request (``None``: missing), then its changelog created with the same admin client."""
+    a, b, missing, cl = (topic_prefix + s for s in ("a", "b", "missing", "a.changelog"))
+    create_topics(kafka_bootstrap, [(a, 3), b])
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    admin = admin_client(kafka)
+    assert topic_partitions(kafka, [a, b, missing, cl], admin=admin) == {a: 3, b: 1, missing: None, cl: None}
+    assert ensure_topics(kafka, [changelog_spec(cl, 3, -1)], admin=admin) == [cl]
+    assert topic_partitions(kafka, [cl]) == {cl: 3}  # its own client when none is given
+    with pytest.raises(TopicError, match="has 1 partitions but 3 are required"):
+        ensure_topics(kafka, [changelog_spec(b, 3, -1)], admin=admin)
 
 
 def test_create_existing_topic_fails_unless_exist_ok(
