@@ -26,7 +26,13 @@ Plugging a stage in::
     runner.run()        # or run_all([runner_a, runner_b]) for several stages in one process
 """
 
-from consumers.kafka.admin import TopicSpec, changelog_spec, ensure_topics, partitions_of, topic_partitions
+from consumers.kafka.admin import (
+    TopicSpec,
+    changelog_spec,
+    ensure_topics,
+    partitions_of,
+    topic_partitions,
+)
 from consumers.kafka.checkpoint import Checkpoint, TxnStatus
 from consumers.kafka.errors import FatalRunnerError, TopicError
 from consumers.kafka.metrics import RunnerMetrics
