@@ -68,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--static-membership", action="store_true")
     parser.add_argument("--session-timeout-ms", type=int, default=45000)
     parser.add_argument("--commit-interval-ms", type=int, default=1000)
+    parser.add_argument("--catchup-commit-interval-ms", type=int, default=1000,
+                        help="checkpoint interval while behind (a full batch came)")
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--transaction-timeout-ms", type=int, default=60000)
     parser.add_argument("--changelog-topic", default=None)
@@ -88,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         static_membership=args.static_membership,
         session_timeout_ms=args.session_timeout_ms,
         commit_interval_ms=args.commit_interval_ms,
+        catchup_commit_interval_ms=args.catchup_commit_interval_ms,
         batch_size=args.batch_size,
         transaction_timeout_ms=args.transaction_timeout_ms,
         changelog_topic=args.changelog_topic,

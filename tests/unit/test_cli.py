@@ -3,6 +3,8 @@ come from the environment and the command line overrides them; secrets never rea
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from consumers.cli import COMMANDS, build_parser
@@ -41,3 +43,18 @@ def test_the_sasl_password_is_never_rendered(monkeypatch: pytest.MonkeyPatch) ->
     k = KafkaSettings()
     assert "hunter2-secret" not in repr(k) and "hunter2-secret" not in str(k.model_dump())
     assert k.client_config()["sasl.password"] == "hunter2-secret"  # only handed to librdkafka
+
+
+def test_the_catch_up_checkpoint_interval_reaches_every_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumers.core.config import DetectorConfig
+    from consumers.kafka.deployment import build_runners
+    from consumers.run_stage import add_arguments as run_stage_arguments
+
+    monkeypatch.setenv("DISTILLWATCH_CATCHUP_COMMIT_INTERVAL_MS", "2500")
+    runners = build_runners(KafkaSettings(), DetectorConfig(), DetectSettings(), ("account", "campaign", "policy"))
+    assert [r.options.catchup_commit_interval_ms for r in runners] == [2500, 2500, 2500]
+    args = build_parser().parse_args(["detect", "--catchup-commit-interval-ms", "300"])
+    assert args.catchup_commit_interval_ms == 300
+    p = argparse.ArgumentParser()
+    run_stage_arguments(p)
+    assert p.parse_args(["--spec", "m:a", "--group-id", "g"]).catchup_commit_interval_ms == 1000
