@@ -319,10 +319,9 @@ class CampaignProcessor:
     def process(self, records: list[Record]) -> list[Record]:
         out: list[Record] = []
         seen = 0
-        intern, loads, observe, unpack = sys.intern, orjson.loads, self._observe, FingerprintSeen.unpack
-        behaviour = Behaviour.KIND
+        intern = sys.intern
         for r in records:
-            m = loads(r.value)
+            m = orjson.loads(r.value)
             w = m.get("w", 0)
             if w > self.watermark:
                 # expiry runs when the watermark enters a new step of a thousandth of the TTL:
@@ -332,12 +331,12 @@ class CampaignProcessor:
                 self.watermark = w
                 if expire:
                     self._expire()
-            if m["k"] == behaviour:  # relayed unchanged: one ordered stream per account
+            if m["k"] == Behaviour.KIND:  # relayed unchanged: one ordered stream per account
                 out.append(Record(topic="verdicts", key=r.key, value=r.value))
                 continue
             seen += 1
-            fp, acct, org, ts, wm, n, card = unpack(m)
-            observe(out, fp, intern(acct), org, ts, wm, n, card)
+            fp, acct, org, ts, wm, n, card = FingerprintSeen.unpack(m)
+            self._observe(out, fp, intern(acct), org, ts, wm, n, card)
         self.counters["observations"] += seen
         return out
 
@@ -350,18 +349,14 @@ class CampaignProcessor:
         if g is not None:
             self.groups.move_to_end(fp)
         else:
-            singles = self.singles
-            single = singles.get(fp)
+            single = self.singles.get(fp)
             if single is None:
                 kind = kind_of(fp)
                 if kind not in self._shared_at_once:
-                    # the first account to show it: a single (most fingerprints stay one); as
-                    # Single.new, inline (most observations end here)
-                    singles[fp] = Single(acct, _unit(kind, acct, org, card),
-                                         self.tseq << _TOUCH | ts << _LAST | ts << _FIRST
-                                         | ((n + 1) & _REQ if kind in CONTENT_KINDS else 0))
-                    if len(self.groups) + len(singles) > cfg.max_fingerprints_per_partition:
-                        self._evict_over_cap()
+                    # the first account to show it: a single (most fingerprints stay one)
+                    self.singles[fp] = Single.new(acct, _unit(kind, acct, org, card),
+                                                  n if kind in CONTENT_KINDS else None, ts, self.tseq)
+                    self._over_cap()
                     a = self._account(acct, org, ts, n)
                     if kind == "para":
                         a.pa += 1
