@@ -29,7 +29,7 @@ as soon as it is made:
    measured with ``tracemalloc`` (memory per restored account) and checked: the processor must
    hold exactly the chunk's accounts.
 
-The CLI's GC thresholds (``gc.set_threshold(50_000, 20, 100)``, what ``distillwatch`` runs with)
+The CLI's GC thresholds (``consumers.config.GC_THRESHOLD``, what ``distillwatch`` runs with)
 are set while processing and restoring.
 """
 
@@ -47,8 +47,6 @@ from bench.common import Dataset, make_row
 from consumers.config import GC_THRESHOLD
 
 SECTION = "restore"
-#: the GC thresholds ``consumers.cli.main`` sets
-CLI_GC_THRESHOLD = GC_THRESHOLD
 
 
 def _records(ds: Dataset, chunk: int = 4096) -> Iterator[list[Any]]:
@@ -121,7 +119,7 @@ def templates(ds: Dataset, cfg: Any = None) -> Templates:
     # built before measuring (its new behaviour model is the baseline of the model's growth below)
     first = AccountProcessor(cfg, 0)
     saved = gc.get_threshold()
-    gc.set_threshold(*CLI_GC_THRESHOLD)
+    gc.set_threshold(*GC_THRESHOLD)
     gc.collect()
     tracemalloc.start()
     try:
@@ -303,7 +301,7 @@ def restore_processors(entries: dict[bytes, bytes], t: Templates, chunk: int,
     first_frozen: int | None = None
     chunks = restored = 0
     saved = gc.get_threshold()
-    gc.set_threshold(*CLI_GC_THRESHOLD)
+    gc.set_threshold(*GC_THRESHOLD)
     try:
         for part, n_acc in account_chunks(entries, t, chunk):
             if mem_per_account is None:

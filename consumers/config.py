@@ -81,12 +81,12 @@ class DetectSettings(BaseSettings):
     # while behind (a consume returned a full batch: catching up after a stop, a replayed backlog)
     # a checkpoint per batch costs a broker round trip and rewrites every changed account, and the
     # outputs wait for the backlog anyway. Measured (bench/run.py --only kafka, README): checkpoints
-    # of the account stage 9 -> 5 and of the campaign stage 24 -> 6 on `day`
+    # of the account stage 9 -> 5 and of the campaign stage 24 -> 4-6 on `day`
     catchup_commit_interval_ms: int = Field(
         1000, ge=10, description="checkpoint interval while behind (a consume returned a full batch)")
-    # 20,000: while catching up a checkpoint follows every batch, and each rewrites the changelog
-    # entries of the accounts the batch changed (~2.6 KB each) — fewer, larger batches rewrite
-    # fewer. Measured with bench/run.py --only kafka --compare-batch-size 5000 (README,
+    # 20,000: while catching up a checkpoint followed every batch (before catchup_commit_interval_ms),
+    # and each rewrites the changelog entries of the accounts changed since (~2.6 KB each) — fewer,
+    # larger batches rewrote fewer. Measured with bench/run.py --only kafka --compare-batch-size 5000 (README,
     # Performance; one run, medians of 3): 5,000 -> 20,000 made the account stage 1.21x, the
     # three stages in turn 1.15x and in threads 1.06x faster on the broker. It does not delay
     # outputs under steady load: consume() returns what arrived within poll_timeout_s (0.1 s)
